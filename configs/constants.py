@@ -1,0 +1,48 @@
+"""Names shared by every part of the stack: one place, no scattered string keys.
+
+Action/state layout follows RoboTwin's ``joint_action.vector`` and gym-aloha:
+``[left 6 joints, left gripper, right 6 joints, right gripper]``, joints in
+radians, grippers normalised to 0 = closed, 1 = open.
+"""
+
+from __future__ import annotations
+
+ARMS: tuple[str, str] = ("left", "right")
+JOINTS_PER_ARM = 6
+ACTION_DIM = 2 * (JOINTS_PER_ARM + 1)  # 14
+LEFT_ARM = slice(0, 6)
+LEFT_GRIPPER = 6
+RIGHT_ARM = slice(7, 13)
+RIGHT_GRIPPER = 13
+GRIPPER_INDICES = (LEFT_GRIPPER, RIGHT_GRIPPER)
+
+# Camera roles. Each embodiment maps a role to its simulator camera and ROS topic.
+CAMERAS: tuple[str, str, str] = ("cam_high", "cam_left_wrist", "cam_right_wrist")
+
+# LeRobot v3.0 feature keys and frame columns.
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+IMAGE_KEY_PREFIX = "observation.images."
+FRAME_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+LEROBOT_CODEBASE_VERSION = "v3.0"
+
+
+def image_key(camera: str) -> str:
+    """LeRobot feature key of a camera, e.g. ``observation.images.cam_high``."""
+    return f"{IMAGE_KEY_PREFIX}{camera}"
+
+
+# Keys of a training clip returned by the dataset reader (see sim.dataset.ClipDataset).
+CLIP_FRAMES = "frames"  # dict camera -> (T, H, W, 3) uint8
+CLIP_STATE = "state"  # (T, 14) float32
+CLIP_ACTION = "action"  # (T, 14) float32
+CLIP_INSTRUCTION = "instruction"  # str
+CLIP_EPISODE = "episode_index"
+CLIP_START = "start_frame"
+
+# RoboTwin seed protocol: episode seeds of evaluation seed s start at 100000 * (1 + s).
+ROBOTWIN_SEED_STRIDE = 100_000
+
+
+def robotwin_start_seed(seed: int) -> int:
+    return ROBOTWIN_SEED_STRIDE * (1 + seed)
