@@ -5,7 +5,7 @@ field and runs ``__post_init__``, so a bad value fails at start with its field n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -107,7 +107,7 @@ class EvalConfig:
 
 @dataclass
 class CollectConfig:
-    embodiment: str = "aloha_viperx"
+    embodiment: dict[str, Any] = MISSING  # contents of configs/embodiment/<name>.yaml
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     render: RenderConfig = field(default_factory=RenderConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -120,7 +120,7 @@ class CollectConfig:
 
 @dataclass
 class EvaluateConfig:
-    embodiment: str = "aloha_viperx"
+    embodiment: dict[str, Any] = MISSING
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     render: RenderConfig = field(default_factory=RenderConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -140,7 +140,17 @@ class ReportConfig:
     title: str = "EVA stack: simulated data and expert evaluation"
 
 
+# Sections that belong to one stage. An ``experiment=`` preset sets several stages at once
+# (dataset size for eva-collect, episodes for eva-eval, ...); each app drops the sections of
+# the other stages before validation. Unknown keys anywhere else are still errors.
+STAGE_SECTIONS = ("dataset", "eval", "policy")
+
+
 def validate(cfg: DictConfig | dict, schema: type) -> Any:
     """Merge a composed config onto its dataclass schema and return the typed object."""
-    merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    own = {f.name for f in fields(schema)}
+    keep = OmegaConf.masked_copy(cfg, [k for k in cfg if k in own or k not in STAGE_SECTIONS])
+    merged = OmegaConf.merge(OmegaConf.structured(schema), keep)
     return OmegaConf.to_object(merged)
