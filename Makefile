@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml constraints.txt | system-deps
 demo: $(STAMP)
 	$(BIN)/eva-collect experiment=demo dataset.root=$(DEMO_OUT)/dataset
 	$(BIN)/eva-eval experiment=demo output_dir=$(DEMO_OUT)/eval
-	$(BIN)/eva-report experiment=demo run_dir=$(DEMO_OUT)
+	$(BIN)/eva-report run_dir=$(DEMO_OUT)
 	@echo "report: $(DEMO_OUT)/report.md"
 
 test: $(STAMP)
@@ -45,7 +45,8 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(BIN)/eva-bench-sim
+	mkdir -p runs
+	$(BIN)/eva-bench-sim | tee runs/bench_sim.txt
 
 clean:
 	rm -rf $(VENV) runs outputs

@@ -27,6 +27,11 @@ class TaskCache:
             self._envs[key] = make_task(self.tasks[task], self.embodiment, self.render, split)
         return self._envs[key]
 
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close_env()
+        self._envs.clear()
+
 
 def expert_solves(env: BimanualTask, seed: int) -> bool:
     """RoboTwin keeps a seed only if its scripted expert solves it (no rendering needed)."""

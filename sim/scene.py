@@ -24,6 +24,21 @@ FINGERTIP_REACH = 0.024
 TABLE_HALF = (0.6096, 0.381, 0.015)  # table top: x -0.61..0.61, y 0.219..0.981 (body at y 0.6), top at z 0  # tips stick out this far past the TCP along the approach axis
 
 
+HEAD_CAMERA = "eva_head"
+HEAD_CAMERA_POS = (0.0, 0.05, 0.6)
+HEAD_CAMERA_TARGET = (0.0, 0.55, 0.05)
+HEAD_CAMERA_FOVY = 58.0
+
+
+def _look_at_xyaxes(pos, target) -> list[float]:
+    """MuJoCo camera ``xyaxes`` looking from ``pos`` at ``target`` with image x along world +x."""
+    d = np.asarray(target, float) - np.asarray(pos, float)
+    z = -d / np.linalg.norm(d)
+    x = np.array([1.0, 0.0, 0.0])
+    y = np.cross(z, x)
+    return [*x, *(y / np.linalg.norm(y))]
+
+
 def gym_aloha_assets() -> Path:
     try:
         import gym_aloha
@@ -58,6 +73,10 @@ def base_spec(shadows: bool = False, multisample: bool = False) -> mujoco.MjSpec
     table.contype = table.conaffinity = 0
     spec.body("table").add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_BOX, size=list(TABLE_HALF),
                                 pos=[0.0, 0.0, -TABLE_HALF[2]], group=3, rgba=[0, 0, 0, 0])
+    # A head camera framed on the workspace (gym-aloha's "top" sees the whole table from
+    # 0.8 m, where a 4 cm cube is a few pixels at 128 x 128).
+    spec.worldbody.add_camera(name=HEAD_CAMERA, pos=list(HEAD_CAMERA_POS), fovy=HEAD_CAMERA_FOVY,
+                              xyaxes=_look_at_xyaxes(HEAD_CAMERA_POS, HEAD_CAMERA_TARGET))
     if not shadows:
         spec.visual.quality.shadowsize = 0
     if not multisample:

@@ -1,0 +1,120 @@
+"""Policies for evaluation: any object with ``reset()`` and ``select_action(obs) -> (14,)``.
+
+Built-ins: the scripted expert (privileged: it plans from the simulator state), a noisy
+expert (the expert plus a temporally correlated AR(1) perturbation, so that failure rates
+span a wide range with the noise level), replay of a dataset's actions for the same task
+and seed, and ``import`` of any class by ``module:Class``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from configs.constants import ACTION_DIM, GRIPPER_INDICES
+from configs.schema import PolicyConfig
+from sim.dataset import LeRobotDataset
+from sim.tasks import BimanualTask
+
+
+class ScriptedExpertPolicy:
+    def __init__(self, env: BimanualTask):
+        self.env = env
+        self.plan = np.zeros((0, ACTION_DIM))
+        self.t = 0
+
+    def reset(self) -> None:
+        self.plan = self.env.expert_actions()
+        self.t = 0
+
+    def select_action(self, obs: dict) -> np.ndarray:
+        a = self.plan[min(self.t, len(self.plan) - 1)]
+        self.t += 1
+        return a.copy()
+
+
+class NoisyExpertPolicy(ScriptedExpertPolicy):
+    """Expert + AR(1) noise: n_t = rho n_{t-1} + sqrt(1 - rho^2) sigma eps (stationary std sigma).
+    Gripper noise is scaled by 1/pi (a normalised unit is not a radian). Seeded by the episode seed."""
+
+    def __init__(self, env: BimanualTask, noise_level: float, correlation: float):
+        super().__init__(env)
+        self.sigma, self.rho = noise_level, correlation
+        self.scale = np.ones(ACTION_DIM)
+        self.scale[list(GRIPPER_INDICES)] = 1.0 / np.pi
+        self.noise = np.zeros(ACTION_DIM)
+        self.rng = np.random.default_rng(0)
+
+    def reset(self) -> None:
+        super().reset()
+        self.rng = np.random.default_rng([self.env.seed or 0, 7])
+        self.noise = self.rng.normal(size=ACTION_DIM) * self.sigma
+
+    def select_action(self, obs: dict) -> np.ndarray:
+        a = super().select_action(obs)
+        eps = self.rng.normal(size=ACTION_DIM)
+        self.noise = self.rho * self.noise + np.sqrt(1 - self.rho**2) * self.sigma * eps
+        out = a + self.noise * self.scale
+        lo, hi = self.env.embodiment.position_lower, self.env.embodiment.position_upper
+        return np.clip(out, lo, hi)
+
+
+class ReplayPolicy:
+    """Replays the actions of the dataset episode recorded for the same task and seed."""
+
+    def __init__(self, env: BimanualTask, dataset_root: str):
+        self.env = env
+        self.ds = LeRobotDataset(dataset_root, expected_embodiment=env.embodiment.name,
+                                 expected_fps=int(env.embodiment.control_rate_hz))
+        self.by_seed = {(e.get("eva/task"), e.get("eva/seed")): e["episode_index"] for e in self.ds.episodes}
+        self.actions = np.zeros((0, ACTION_DIM))
+        self.t = 0
+
+    def reset(self) -> None:
+        key = (self.env.name, self.env.seed)
+        if key not in self.by_seed:
+            raise KeyError(f"dataset {self.ds.root} has no episode for task '{key[0]}' seed {key[1]}")
+        self.actions = self.ds.episode_table(self.by_seed[key])["action"].astype(np.float64)
+        self.t = 0
+
+    def select_action(self, obs: dict) -> np.ndarray:
+        a = self.actions[min(self.t, len(self.actions) - 1)]
+        self.t += 1
+        return a
+
+
+def import_object(target: str):
+    """``package.module:Name`` -> the object."""
+    if ":" not in target:
+        raise ValueError(f"policy.target must look like 'package.module:Class', got '{target}'")
+    module, name = target.split(":", 1)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"policy.target '{target}' cannot be imported: {e}") from e
+
+
+def make_policy(cfg: PolicyConfig, env: BimanualTask):
+    if cfg.kind == "expert":
+        return ScriptedExpertPolicy(env)
+    if cfg.kind == "noisy_expert":
+        return NoisyExpertPolicy(env, cfg.noise_level, cfg.noise_correlation)
+    if cfg.kind == "replay":
+        return ReplayPolicy(env, cfg.dataset_root)
+    cls = import_object(cfg.target)
+    policy = cls(**cfg.kwargs)
+    for method in ("reset", "select_action"):
+        if not callable(getattr(policy, method, None)):
+            raise TypeError(f"policy {cfg.target} has no method {method}()")
+    return policy
+
+
+def policy_label(cfg: PolicyConfig) -> str:
+    if cfg.name:
+        return cfg.name
+    if cfg.kind == "noisy_expert":
+        return f"noisy_expert(sigma={cfg.noise_level:g})"
+    if cfg.kind == "import":
+        return cfg.target
+    return cfg.kind
