@@ -229,6 +229,18 @@ class BimanualTask:
                 out_rot[mask] = Slerp([0.0, 1.0], rots[i:i + 2])(s[mask]).as_matrix()
         return out_pos, out_rot, out_grip
 
+    def pick(self, arm: str, grasp: np.ndarray, rot: np.ndarray, t_above: float = 1.0, t_down: float = 1.8,
+             t_close: float = 2.2, clearance: float = 0.1) -> list[Waypoint]:
+        """From the current pose: over the grasp point, straight down (open), then close the gripper."""
+        pos0, rot0 = self.tcp_pose(arm)
+        grasp = np.asarray(grasp, dtype=np.float64)
+        return [
+            Waypoint(0.0, pos0, rot0, 1.0),
+            Waypoint(t_above, grasp + [0.0, 0.0, clearance], rot, 1.0),
+            Waypoint(t_down, grasp, rot, 1.0),
+            Waypoint(t_close, grasp, rot, 0.0),
+        ]
+
     def tcp_pose(self, arm: str) -> tuple[np.ndarray, np.ndarray]:
         idx = self.arms[arm]
         return (self.data.site_xpos[idx.tcp_site].copy(),

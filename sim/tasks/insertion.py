@@ -44,8 +44,6 @@ class Insertion(BimanualTask):
     def plan_waypoints(self) -> dict[str, list[Waypoint]]:
         peg, socket = self.object_pos("peg"), self.object_pos("socket")
         l_rot, r_rot = top_down("left"), top_down("right")
-        l_pos0, l_rot0 = self.tcp_pose("left")
-        r_pos0, r_rot0 = self.tcp_pose("right")
         l_grasp = socket + [-GRASP_OFFSET, 0.0, 0.0]
         l_grasp[2] = self.grasp_height(socket[2])
         r_grasp = peg + [GRASP_OFFSET, 0.0, 0.0]
@@ -58,19 +56,11 @@ class Insertion(BimanualTask):
         peg_in = MEET_SOCKET + [PIN_HALF_LENGTH + PEG_HALF[0] - 0.008, 0.0, 0.0]
         r_ready = peg_ready + [GRASP_OFFSET, 0.0, r_drop]
         r_in = peg_in + [GRASP_OFFSET, 0.0, r_drop]
-        left = [
-            Waypoint(0.0, l_pos0, l_rot0, 1.0),
-            Waypoint(1.0, l_grasp + [0, 0, 0.1], l_rot, 1.0),
-            Waypoint(1.8, l_grasp, l_rot, 1.0),
-            Waypoint(2.2, l_grasp, l_rot, 0.0),
+        left = self.pick("left", l_grasp, l_rot) + [
             Waypoint(3.4, l_meet, l_rot, 0.0),
             Waypoint(7.0, l_meet, l_rot, 0.0),
         ]
-        right = [
-            Waypoint(0.0, r_pos0, r_rot0, 1.0),
-            Waypoint(1.0, r_grasp + [0, 0, 0.1], r_rot, 1.0),
-            Waypoint(1.8, r_grasp, r_rot, 1.0),
-            Waypoint(2.2, r_grasp, r_rot, 0.0),
+        right = self.pick("right", r_grasp, r_rot) + [
             Waypoint(3.6, r_ready, r_rot, 0.0),
             Waypoint(5.2, r_in, r_rot, 0.0),
             Waypoint(7.0, r_in, r_rot, 0.0),

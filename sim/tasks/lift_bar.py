@@ -29,16 +29,11 @@ class LiftBar(BimanualTask):
         bar = self.object_pos("bar")
         plans = {}
         for arm, sign in (("left", -1.0), ("right", 1.0)):
-            pos0, rot0 = self.tcp_pose(arm)
             rot = top_down(arm)
             grasp = bar + [sign * GRASP_OFFSET, 0.0, 0.0]
             grasp[2] = self.grasp_height(bar[2])
             lifted = grasp + [0.0, 0.0, LIFT_HEIGHT - bar[2]]
-            plans[arm] = [
-                Waypoint(0.0, pos0, rot0, 1.0),
-                Waypoint(1.2, grasp + [0, 0, 0.1], rot, 1.0),
-                Waypoint(2.0, grasp, rot, 1.0),
-                Waypoint(2.4, grasp, rot, 0.0),
+            plans[arm] = self.pick(arm, grasp, rot, t_above=1.2, t_down=2.0, t_close=2.4) + [
                 Waypoint(4.0, lifted, rot, 0.0),
                 Waypoint(5.0, lifted, rot, 0.0),
             ]

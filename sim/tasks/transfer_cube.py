@@ -35,17 +35,13 @@ class TransferCube(BimanualTask):
         cube = self.object_pos("cube")
         r_pick = tilted("right", 30.0)  # 60 degrees below horizontal, leaves the cube's left half free
         l_meet = left_horizontal()
-        r_pos, r_rot = self.tcp_pose("right")
         l_pos, l_rot = self.tcp_pose("left")
         grasp_z = cube[2] + RIGHT_GRASP_ABOVE
         r_hold = MEET + np.array([0.012, 0.0, 0.0])
         # the right gripper keeps its orientation, so the cube stays RIGHT_GRASP_ABOVE below its TCP
         cube_at_meet = r_hold - np.array([0.0, 0.0, RIGHT_GRASP_ABOVE])
-        right = [
-            Waypoint(0.0, r_pos, r_rot, 1.0),
-            Waypoint(1.0, cube + [0.0, 0.0, 0.12], r_pick, 1.0),
-            Waypoint(1.8, np.array([cube[0], cube[1], grasp_z]), r_pick, 1.0),
-            Waypoint(2.2, np.array([cube[0], cube[1], grasp_z]), r_pick, 0.0),
+        r_grasp = np.array([cube[0], cube[1], grasp_z])
+        right = self.pick("right", r_grasp, r_pick, clearance=0.12 - RIGHT_GRASP_ABOVE) + [
             Waypoint(3.4, r_hold, r_pick, 0.0),
             Waypoint(5.0, r_hold, r_pick, 0.0),
             Waypoint(5.4, r_hold, r_pick, 1.0),
