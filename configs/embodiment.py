@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,16 @@ class Embodiment:
     ros: dict[str, Any]
     sim: dict[str, Any] | None = None
     source: str = field(default="<memory>", compare=False)
+
+    def __eq__(self, other: object) -> bool:
+        # The generated __eq__ compares tuples of numpy arrays and raises; compare arrays by value.
+        if not isinstance(other, Embodiment):
+            return NotImplemented
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.compare and not (np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b):
+                return False
+        return True
 
     @property
     def dt(self) -> float:

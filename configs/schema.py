@@ -28,13 +28,14 @@ class TaskConfig:
     randomization: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check(self.step_limit > 0, "task.step_limit", f"must be positive, got {self.step_limit}")
-        _check(len(self.instructions) > 0, "task.instructions", "needs at least one instruction")
-        _check(len(self.eval_instructions) > 0, "task.eval_instructions", "needs at least one held-out instruction")
+        where = f"tasks.{self.name}"
+        _check(self.step_limit > 0, f"{where}.step_limit", f"must be positive, got {self.step_limit}")
+        _check(len(self.instructions) > 0, f"{where}.instructions", "needs at least one instruction")
+        _check(len(self.eval_instructions) > 0, f"{where}.eval_instructions", "needs at least one held-out instruction")
         overlap = set(self.instructions) & set(self.eval_instructions)
-        _check(not overlap, "task.eval_instructions", f"must be held out, but overlaps training: {sorted(overlap)}")
+        _check(not overlap, f"{where}.eval_instructions", f"must be held out, but overlaps training: {sorted(overlap)}")
         for obj, r in self.randomization.items():
-            _check(len(r) == 4 and r[0] <= r[1] and r[2] <= r[3], f"task.randomization.{obj}",
+            _check(len(r) == 4 and r[0] <= r[1] and r[2] <= r[3], f"{where}.randomization.{obj}",
                    f"expected [x_min, x_max, y_min, y_max], got {list(r)}")
 
 

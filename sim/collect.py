@@ -10,7 +10,6 @@ keeps the finished episodes, discards a partial one and continues.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import shutil
 import time
@@ -36,7 +35,6 @@ def _init_worker(cfg: CollectConfig, staging: str) -> None:
     embodiment = Embodiment.from_dict(cfg.embodiment, source="config 'embodiment'")
     _WORKER.update(cfg=cfg, staging=Path(staging), tasks=TaskCache(cfg.tasks, embodiment, cfg.render),
                    fps=int(embodiment.control_rate_hz))
-    atexit.register(_WORKER["tasks"].close)  # free GL contexts before the interpreter tears down
 
 
 def _collect_one(task: str, seed: int) -> EpisodeRecord | None:

@@ -183,7 +183,9 @@ class LeRobotDatasetWriter:
         }
 
     def _check_compatible(self, old: dict[str, Any], path: Path) -> None:
-        for key in ("fps", "robot_type", "codebase_version"):
+        # chunks_size decides where each episode's files live: a different value would make
+        # _recover() treat committed files as partial and delete them.
+        for key in ("fps", "robot_type", "codebase_version", "chunks_size"):
             if old.get(key) != self.info[key]:
                 raise DatasetError(f"{path}: existing dataset has {key}={old.get(key)!r}, "
                                    f"this run writes {key}={self.info[key]!r}; use another dataset.root")

@@ -14,7 +14,6 @@ counts only if the scripted expert solves it. Writes LeRobot's eval_info.json sc
 from __future__ import annotations
 
 import json
-import atexit
 import logging
 import os
 import time
@@ -43,7 +42,6 @@ def _init_worker(cfg: EvaluateConfig) -> None:
     embodiment = Embodiment.from_dict(cfg.embodiment, source="config 'embodiment'")
     _WORKER.update(cfg=cfg, tasks=TaskCache(cfg.tasks, embodiment, cfg.render), policies={},
                    fps=embodiment.control_rate_hz)
-    atexit.register(_WORKER["tasks"].close)  # free GL contexts before the interpreter tears down
 
 
 def _evaluate_one(task: str, seed: int) -> dict[str, Any]:

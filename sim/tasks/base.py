@@ -8,7 +8,9 @@ each action is held for ``1 / control_rate_hz`` (50 Hz: 10 physics steps), as in
 
 from __future__ import annotations
 
+import atexit
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -187,6 +189,10 @@ class BimanualTask:
     def render(self, camera: str) -> np.ndarray:
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.model, self.render_cfg.height, self.render_cfg.width)
+            # Registered after MuJoCo's own EGL exit hook, so it runs first (atexit is LIFO) and the
+            # context is freed while EGL is still up.
+            close = weakref.WeakMethod(self.close_env)
+            atexit.register(lambda: close() and close()())
         self._renderer.update_scene(self.data, camera=self.camera_ids[camera])
         return self._renderer.render()
 
