@@ -76,7 +76,8 @@ def eval_section(info_path: Path, run_dir: Path, assets: Path) -> list[str]:
     rates = [s / n if n else float("nan") for s, n in zip(succ, ns)]
     cis = [wilson_interval(s, n) for s, n in zip(succ, ns)]
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(tasks), 3.2))
-    err = np.array([[r - lo for r, (lo, _) in zip(rates, cis)], [hi - r for r, (_, hi) in zip(rates, cis)]])
+    err = np.clip(np.array([[r - lo for r, (lo, _) in zip(rates, cis)],
+                            [hi - r for r, (_, hi) in zip(rates, cis)]]), 0.0, None)  # float round-off at 0 or 1
     ax.bar(tasks, rates, yerr=err, capsize=6, color="#4c72b0")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("success rate")
