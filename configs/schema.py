@@ -155,3 +155,70 @@ def validate(cfg: DictConfig | dict, schema: type) -> Any:
     keep = OmegaConf.masked_copy(cfg, [k for k in cfg if k in own or k not in STAGE_SECTIONS])
     merged = OmegaConf.merge(OmegaConf.structured(schema), keep)
     return OmegaConf.to_object(merged)
+
+
+# ============================================================================ IDM
+@dataclass
+class IDMModelConfig:
+    """Architecture of ``idm.model.InverseDynamicsModel`` (EVA section 4.1)."""
+
+    cameras: list[str] = field(default_factory=lambda: ["cam_high"])
+    context_k: int = 2  # frames t-k .. t+k
+    image_size: list[int] = field(default_factory=lambda: [128, 128])
+    fps: int = 10  # video frame rate the IDM reads (world-model rate)
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    num_keypoints: int = 32
+    mlp_hidden: int = 256
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.cameras if c not in CAMERAS]
+        _check(not unknown and len(self.cameras) > 0, "idm.cameras", f"unknown or empty {self.cameras}; known {list(CAMERAS)}")
+        _check(self.context_k >= 0, "idm.context_k", f"must be >= 0, got {self.context_k}")
+        _check(len(self.image_size) == 2 and min(self.image_size) >= 8, "idm.image_size",
+               f"expected [H, W] >= 8, got {list(self.image_size)}")
+        _check(self.fps > 0, "idm.fps", f"must be positive, got {self.fps}")
+        _check(len(self.channels) >= 2 and min(self.channels) > 0, "idm.channels", f"need >= 2 widths, got {list(self.channels)}")
+        _check(self.num_keypoints > 0 and self.mlp_hidden > 0, "idm.num_keypoints/mlp_hidden", "must be positive")
+
+
+@dataclass
+class TrainIDMConfig:
+    embodiment: dict[str, Any] = MISSING
+    idm: IDMModelConfig = field(default_factory=IDMModelConfig)
+    dataset_root: str = "runs/idm_data/train"
+    val_episodes_per_task: int = 2  # the last N episodes of each task are held out for validation
+    run_dir: str = "runs/idm"
+    max_steps: int = 3000
+    max_minutes: float = 15.0  # wall-clock budget; the run checkpoints and stops when it is spent
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    log_every: int = 25
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    val_windows: int = 512  # fixed, seeded validation windows
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "val_windows"):
+            _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
+        _check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
+        _check(self.max_minutes > 0, "max_minutes", f"must be positive, got {self.max_minutes}")
+        _check(self.val_episodes_per_task >= 1, "val_episodes_per_task", f"must be >= 1, got {self.val_episodes_per_task}")
+
+
+@dataclass
+class EvalIDMConfig:
+    embodiment: dict[str, Any] = MISSING
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    checkpoint: str = "runs/idm/model"
+    dataset_root: str = "runs/idm_data/test"  # held-out episodes with ground-truth video
+    output_dir: str = "runs/idm_eval"
+    max_episodes_per_task: int = 50
+    hold_steps: int = 25  # control steps the last decoded action is held before success is judged
+    plot_episodes: int = 1  # decoded-vs-true joint plots per task
+
+    def __post_init__(self) -> None:
+        _check(self.max_episodes_per_task > 0, "max_episodes_per_task", f"must be positive, got {self.max_episodes_per_task}")
+        _check(self.hold_steps >= 0, "hold_steps", f"must be >= 0, got {self.hold_steps}")

@@ -1,0 +1,178 @@
+"""Inverse dynamics model of EVA (section 4.1): frames I_{t-k..t+k} -> action a_t.
+
+Each camera's 2k+1 frames are stacked on the channel axis and go through a convolutional
+backbone; a spatial softmax turns every output channel into an expected image position
+(x, y); an MLP maps the keypoints of all cameras to the 14-D action. Action and image
+normalisation statistics are buffers, so they travel inside the checkpoint.
+
+Checkpoints are diffusers-style: ``config.json`` (ConfigMixin) + ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from configs.constants import ACTION_DIM
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class SpatialSoftmax(nn.Module):
+    """(B, K, H, W) feature maps -> (B, 2K) expected (x, y) per channel, coordinates in [-1, 1].
+
+    x grows to the right (width), y grows downwards (height); a learnable temperature
+    sharpens or flattens the softmax.
+    """
+
+    def __init__(self, height: int, width: int):
+        super().__init__()
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+        self.register_buffer("pos_x", xs.reshape(-1), persistent=False)
+        self.register_buffer("pos_y", ys.reshape(-1), persistent=False)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        b, k, h, w = features.shape
+        attention = torch.softmax(features.reshape(b, k, h * w) / self.log_temperature.exp(), dim=-1)
+        x = (attention * self.pos_x).sum(-1)
+        y = (attention * self.pos_y).sum(-1)
+        return torch.stack([x, y], dim=-1).reshape(b, 2 * k)
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2)
+        self.norm = nn.GroupNorm(min(8, c_out), c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.silu(self.norm(self.conv(x)))
+
+
+class Backbone(nn.Module):
+    """Stacked frames (B, 3(2k+1), H, W) -> keypoint feature maps (B, K, H/4, W/4)."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...], num_keypoints: int):
+        super().__init__()
+        self.stem = ConvBlock(in_channels, channels[0], kernel=5, stride=2)
+        self.blocks = nn.ModuleList(
+            ConvBlock(c_in, c_out, kernel=3, stride=2 if i == 0 else 1)
+            for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:]))
+        )
+        self.to_keypoints = nn.Conv2d(channels[-1], num_keypoints, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.to_keypoints(x)
+
+
+class InverseDynamicsModel(nn.Module, ConfigMixin):
+    config_name = CONFIG_NAME
+
+    @register_to_config
+    def __init__(
+        self,
+        cameras: tuple[str, ...] = ("cam_high",),
+        context_k: int = 2,
+        image_size: tuple[int, int] = (128, 128),
+        fps: int = 10,
+        channels: tuple[int, ...] = (32, 64, 64),
+        num_keypoints: int = 32,
+        mlp_hidden: int = 256,
+        action_dim: int = ACTION_DIM,
+        embodiment: str = "aloha_viperx",
+        joint_names: tuple[str, ...] = (),
+    ):
+        super().__init__()
+        if len(channels) < 2:
+            raise ValueError(f"channels needs at least 2 widths, got {channels}")
+        window = 2 * context_k + 1
+        self.backbones = nn.ModuleList(Backbone(3 * window, tuple(channels), num_keypoints) for _ in cameras)
+        # two stride-2 convolutions with "same" padding: ceil(ceil(n / 2) / 2)
+        h, w = ((((n + 1) // 2) + 1) // 2 for n in image_size)
+        self.spatial_softmax = SpatialSoftmax(h, w)
+        self.head = nn.Sequential(
+            nn.Linear(2 * num_keypoints * len(cameras), mlp_hidden),
+            nn.SiLU(),
+            nn.Linear(mlp_hidden, mlp_hidden),
+            nn.SiLU(),
+            nn.Linear(mlp_hidden, action_dim),
+        )
+        self.register_buffer("action_mean", torch.zeros(action_dim))
+        self.register_buffer("action_std", torch.ones(action_dim))
+        self.register_buffer("image_mean", torch.full((3,), 0.5))
+        self.register_buffer("image_std", torch.full((3,), 0.25))
+
+    @property
+    def window(self) -> int:
+        return 2 * self.config.context_k + 1
+
+    def set_normalization(self, action_mean, action_std, image_mean, image_std, min_std: float = 1e-3) -> None:
+        """Statistics of the training set (LeRobot stats.json); tiny stds are floored."""
+        self.action_mean.copy_(torch.as_tensor(action_mean, dtype=torch.float32))
+        self.action_std.copy_(torch.as_tensor(action_std, dtype=torch.float32).clamp_min(min_std))
+        self.image_mean.copy_(torch.as_tensor(image_mean, dtype=torch.float32).reshape(3))
+        self.image_std.copy_(torch.as_tensor(image_std, dtype=torch.float32).reshape(3).clamp_min(min_std))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (B, cameras, 2k+1, 3, H, W) in [0, 1] -> normalised action (B, action_dim)."""
+        x = (frames - self.image_mean.view(1, 1, 1, 3, 1, 1)) / self.image_std.view(1, 1, 1, 3, 1, 1)
+        keypoints = []
+        for cam, backbone in enumerate(self.backbones):
+            feature_maps = backbone(x[:, cam].flatten(1, 2))
+            keypoints.append(self.spatial_softmax(feature_maps))
+        return self.head(torch.cat(keypoints, dim=-1))
+
+    def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
+        return (action - self.action_mean) / self.action_std
+
+    def unnormalize_action(self, action: torch.Tensor) -> torch.Tensor:
+        return action * self.action_std + self.action_mean
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (atomically, via a temporary name)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.save_config(directory)
+        tmp = directory / f".{WEIGHTS_NAME}.tmp"
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(tmp))
+        tmp.replace(directory / WEIGHTS_NAME)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, embodiment=None, map_location: str = "cpu"
+                        ) -> "InverseDynamicsModel":
+        """Load a checkpoint. With ``embodiment`` (an ``Embodiment``), refuse one trained for another robot."""
+        directory = Path(directory)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).exists():
+                raise FileNotFoundError(f"{directory}: missing {name}; expected an IDM checkpoint "
+                                        f"({CONFIG_NAME} + {WEIGHTS_NAME})")
+        config = json.loads((directory / CONFIG_NAME).read_text())
+        if embodiment is not None:
+            if config.get("embodiment") != embodiment.name or tuple(config.get("joint_names", ())) != tuple(
+                    embodiment.joint_names) or config.get("action_dim") != len(embodiment.joint_names):
+                raise ValueError(
+                    f"{directory}: checkpoint is for embodiment '{config.get('embodiment')}' "
+                    f"(action_dim {config.get('action_dim')}, joints {config.get('joint_names')}), "
+                    f"the config asks for '{embodiment.name}' (action_dim {len(embodiment.joint_names)}, "
+                    f"joints {list(embodiment.joint_names)})")
+        model = cls.from_config(cls.load_config(directory))
+        state = load_file(str(directory / WEIGHTS_NAME), device=map_location)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise KeyError(f"{directory / WEIGHTS_NAME}: keys do not match the model; "
+                           f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+        return model.eval()
