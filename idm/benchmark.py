@@ -1,0 +1,59 @@
+"""eva-bench-idm: decode throughput of the IDM on this machine.
+
+    eva-bench-idm [--checkpoint runs/idm/model] [--frames 100]
+
+Decodes a 10 s video at the IDM's frame rate (100 frames at 10 fps) with batch sizes 1
+and 16, and times the model's forward pass alone on the same windows (the baseline):
+the ratio is what window building and input checks cost on top of the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from idm.decode import decode_video
+from idm.model import InverseDynamicsModel
+
+
+def best_time(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=None, help="IDM checkpoint; default: random weights, default config")
+    ap.add_argument("--frames", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    model = (InverseDynamicsModel.from_pretrained(args.checkpoint) if args.checkpoint
+             else InverseDynamicsModel(joint_names=tuple(f"j{i}" for i in range(14))).eval())
+    c = model.config
+    h, w = c.image_size
+    print(f"# IDM decode: {len(c.cameras)} camera(s) {h}x{w}, k={c.context_k}, {c.fps} fps, "
+          f"torch threads {torch.get_num_threads()}, {'checkpoint ' + args.checkpoint if args.checkpoint else 'random weights'}")
+    print(f"{'batch':>5} {'frames':>7} {'decode s':>9} {'frames/s':>9} {'forward-only s':>15} {'ratio':>6} "
+          f"{'s per 10 s episode':>19}")
+    for batch in (1, 16):
+        video = torch.randint(0, 256, (batch, args.frames, 3, h, w), dtype=torch.uint8)
+        videos = {cam: video for cam in c.cameras}
+        t_dec = best_time(lambda: decode_video(model, videos), args.repeats)
+        windows = torch.rand(min(256, batch * args.frames), len(c.cameras), 2 * c.context_k + 1, 3, h, w)
+        n_chunks = -(-batch * args.frames // len(windows))
+        with torch.no_grad():
+            t_fwd = best_time(lambda: [model(windows) for _ in range(n_chunks)], args.repeats)
+        frames = batch * args.frames
+        per_episode = t_dec / batch * (10 * c.fps / args.frames)
+        print(f"{batch:>5} {frames:>7} {t_dec:>9.3f} {frames / t_dec:>9.1f} {t_fwd:>15.3f} {t_dec / t_fwd:>6.2f} "
+              f"{per_episode:>19.3f}")
+
+
+if __name__ == "__main__":
+    main()
