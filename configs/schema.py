@@ -174,8 +174,8 @@ class IDMModelConfig:
         unknown = [c for c in self.cameras if c not in CAMERAS]
         _check(not unknown and len(self.cameras) > 0, "idm.cameras", f"unknown or empty {self.cameras}; known {list(CAMERAS)}")
         _check(self.context_k >= 0, "idm.context_k", f"must be >= 0, got {self.context_k}")
-        _check(len(self.image_size) == 2 and min(self.image_size) >= 8, "idm.image_size",
-               f"expected [H, W] >= 8, got {list(self.image_size)}")
+        _check(len(self.image_size) == 2 and min(self.image_size) >= 8 and all(n % 4 == 0 for n in self.image_size),
+               "idm.image_size", f"expected [H, W] >= 8 and divisible by 4, got {list(self.image_size)}")
         _check(self.fps > 0, "idm.fps", f"must be positive, got {self.fps}")
         _check(len(self.channels) >= 2 and min(self.channels) > 0, "idm.channels", f"need >= 2 widths, got {list(self.channels)}")
         _check(self.num_keypoints > 0 and self.mlp_hidden > 0, "idm.num_keypoints/mlp_hidden", "must be positive")
@@ -188,7 +188,7 @@ class TrainIDMConfig:
     dataset_root: str = "runs/idm_data/train"
     val_episodes_per_task: int = 2  # the last N episodes of each task are held out for validation
     run_dir: str = "runs/idm"
-    max_steps: int = 3000
+    max_steps: int = 2500
     max_minutes: float = 15.0  # wall-clock budget; the run checkpoints and stops when it is spent
     batch_size: int = 32
     lr: float = 1e-3

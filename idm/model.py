@@ -24,6 +24,7 @@ from configs.constants import ACTION_DIM
 log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
+PATCH = 4  # stem patch size: keypoint maps are H/4 x W/4
 CONFIG_NAME = "config.json"
 
 
@@ -60,19 +61,24 @@ class ConvBlock(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Stacked frames (B, 3(2k+1), H, W) -> keypoint feature maps (B, K, H/4, W/4)."""
+    """Stacked frames (B, 3(2k+1), H, W) -> keypoint feature maps (B, K, H/4, W/4).
+
+    A 4x4 stride-4 "patchify" stem, then 3x3 convolutions at that resolution: on a CPU this
+    is about 1.5x faster than a 5x5 stride-2 stem followed by a stride-2 block, at the same
+    keypoint-map resolution.
+    """
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], num_keypoints: int):
         super().__init__()
-        self.stem = ConvBlock(in_channels, channels[0], kernel=5, stride=2)
+        self.stem = nn.Conv2d(in_channels, channels[0], kernel_size=PATCH, stride=PATCH)
+        self.stem_norm = nn.GroupNorm(min(8, channels[0]), channels[0])
         self.blocks = nn.ModuleList(
-            ConvBlock(c_in, c_out, kernel=3, stride=2 if i == 0 else 1)
-            for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:]))
+            ConvBlock(c_in, c_out, kernel=3, stride=1) for c_in, c_out in zip(channels[:-1], channels[1:])
         )
         self.to_keypoints = nn.Conv2d(channels[-1], num_keypoints, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
+        x = nn.functional.silu(self.stem_norm(self.stem(x)))
         for block in self.blocks:
             x = block(x)
         return self.to_keypoints(x)
@@ -100,9 +106,9 @@ class InverseDynamicsModel(nn.Module, ConfigMixin):
             raise ValueError(f"channels needs at least 2 widths, got {channels}")
         window = 2 * context_k + 1
         self.backbones = nn.ModuleList(Backbone(3 * window, tuple(channels), num_keypoints) for _ in cameras)
-        # two stride-2 convolutions with "same" padding: ceil(ceil(n / 2) / 2)
-        h, w = ((((n + 1) // 2) + 1) // 2 for n in image_size)
-        self.spatial_softmax = SpatialSoftmax(h, w)
+        if image_size[0] % PATCH or image_size[1] % PATCH:
+            raise ValueError(f"image_size {tuple(image_size)} must be divisible by {PATCH}")
+        self.spatial_softmax = SpatialSoftmax(image_size[0] // PATCH, image_size[1] // PATCH)
         self.head = nn.Sequential(
             nn.Linear(2 * num_keypoints * len(cameras), mlp_hidden),
             nn.SiLU(),

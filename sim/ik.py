@@ -30,12 +30,18 @@ class ArmIK:
 
     def __init__(self, model: mujoco.MjModel, qpos_adr: np.ndarray, dof_adr: np.ndarray, site: int,
                  lower: np.ndarray, upper: np.ndarray, damping: float = 1e-3, max_iters: int = 60,
-                 tol_pos: float = 5e-4, tol_rot: float = 5e-3):
+                 tol_pos: float = 5e-4, tol_rot: float = 5e-3, locked: tuple[int, ...] = (),
+                 rot_weight: float = 1.0):
         self.model = model
         self.data = mujoco.MjData(model)
         self.qpos_adr, self.dof_adr, self.site = qpos_adr, dof_adr, site
         self.lower, self.upper = lower, upper
         self.damping, self.max_iters, self.tol_pos, self.tol_rot = damping, max_iters, tol_pos, tol_rot
+        # ``locked`` joints keep their initial value. With fewer than 6 active joints the pose
+        # is met in the least-squares sense, orientation errors weighted by ``rot_weight``
+        # (rad against m) so that position is met first.
+        self.active = np.array([i not in locked for i in range(len(qpos_adr))])
+        self.err_weight = np.array([1.0, 1.0, 1.0, rot_weight, rot_weight, rot_weight])
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
 
@@ -52,13 +58,17 @@ class ArmIK:
             pos, rot = self.forward(q)
             err_p = target_pos - pos
             err_r = rotation_error(rot, target_rot)
-            if np.linalg.norm(err_p) < self.tol_pos and np.linalg.norm(err_r) < self.tol_rot:
+            if np.linalg.norm(err_p) < self.tol_pos and (np.linalg.norm(err_r) < self.tol_rot or not self.active.all()):
                 break
             mujoco.mj_comPos(self.model, self.data)
             mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self.site)
             jac = np.vstack([self._jacp[:, self.dof_adr], self._jacr[:, self.dof_adr]])
             err = np.concatenate([err_p, err_r])
-            dq = jac.T @ np.linalg.solve(jac @ jac.T + self.damping * np.eye(6), err)
+            # weighted damped least squares over the active joints (locked joints keep their value)
+            jac = self.err_weight[:, None] * jac[:, self.active]
+            err = self.err_weight * err
+            dq = np.zeros_like(q)
+            dq[self.active] = jac.T @ np.linalg.solve(jac @ jac.T + self.damping * np.eye(6), err)
             q = np.clip(q + dq, self.lower, self.upper)
         pos, _ = self.forward(q)
         return q, float(np.linalg.norm(target_pos - pos))

@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 ARM_SLICES = {"left": LEFT_ARM, "right": RIGHT_ARM}
 GRIPPER_INDEX = {"left": LEFT_GRIPPER, "right": RIGHT_GRIPPER}
 TABLE_GEOM = "table"
+# The experts keep the forearm roll at its home value and solve IK with the other five joints.
+# With all six, every top-down grasp passes the wrist singularity (forearm roll and wrist
+# rotate aligned) and the solver swings both by up to pi in opposite directions, which is
+# neither executable at the joints' speed limits nor learnable from images. Five joints reach
+# any top-down grasp (waist + wrist rotate set the yaw); orientation is weighted below position.
+IK_LOCKED_JOINTS = (3,)  # forearm_roll
+IK_ROT_WEIGHT = 0.2
 
 
 def top_down(arm: str, yaw: float = 0.0) -> np.ndarray:
@@ -99,7 +106,8 @@ class BimanualTask:
         self._table_geom = self.model.geom(TABLE_GEOM).id
         self._iks = {
             arm: ArmIK(self.model, idx.qpos, idx.dof, idx.tcp_site,
-                       embodiment.position_lower[ARM_SLICES[arm]], embodiment.position_upper[ARM_SLICES[arm]])
+                       embodiment.position_lower[ARM_SLICES[arm]], embodiment.position_upper[ARM_SLICES[arm]],
+                       locked=IK_LOCKED_JOINTS, rot_weight=IK_ROT_WEIGHT)
             for arm, idx in self.arms.items()
         }
         self.seed: int | None = None

@@ -253,3 +253,17 @@ def test_rotation_error():
         err = rotation_error(r, delta @ r)
         assert np.linalg.norm(err) == pytest.approx(np.linalg.norm(axis_angle), abs=1e-6)
         assert abs(np.dot(err, axis_angle)) == pytest.approx(np.linalg.norm(axis_angle) ** 2, abs=1e-5)
+
+
+@pytest.mark.parametrize("task", ["transfer_cube", "insertion", "lift_bar"])
+def test_expert_respects_velocity_limits_and_keeps_forearm_roll(task, embodiment):
+    """Expert joint targets move no faster than the embodiment's velocity limits (the executability
+    reward's limits) and never swing the forearm roll (the wrist-singularity failure mode)."""
+    env = make_task(configs.load_task_config(task), embodiment, RenderConfig(height=32, width=32, cameras=["cam_high"]))
+    for seed in (100000, 100001, 100002):
+        env.setup_demo(seed=seed)
+        plan = env.expert_actions()
+        speed = np.abs(np.diff(plan, axis=0)) / embodiment.dt
+        assert np.all(speed <= embodiment.velocity_limit), (seed, speed.max(0))
+        np.testing.assert_allclose(plan[:, [3, 10]], 0.0, atol=1e-12)
+    env.close_env()
