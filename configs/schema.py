@@ -222,3 +222,13 @@ class EvalIDMConfig:
     def __post_init__(self) -> None:
         _check(self.max_episodes_per_task > 0, "max_episodes_per_task", f"must be positive, got {self.max_episodes_per_task}")
         _check(self.hold_steps >= 0, "hold_steps", f"must be >= 0, got {self.hold_steps}")
+
+
+# Primary config (configs/<name>.yaml) -> the schema its app validates against.
+APP_SCHEMAS: dict[str, type] = {
+    "collect": CollectConfig,
+    "evaluate": EvaluateConfig,
+    "report": ReportConfig,
+    "train_idm": TrainIDMConfig,
+    "eval_idm": EvalIDMConfig,
+}

@@ -13,9 +13,7 @@ Writes ``idm_eval.json``, ``idm_eval.md`` and plots to ``output_dir``.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 
 import hydra
@@ -25,11 +23,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from configs.constants import ACTION_KEY, LEFT_ARM, LEFT_GRIPPER, RIGHT_ARM, RIGHT_GRIPPER  # noqa: E402
 from configs.embodiment import Embodiment  # noqa: E402
+from configs.run_files import atomic_write_json, atomic_write_text  # noqa: E402
+from configs.run_files import save_resolved_config  # noqa: E402
 from configs.schema import EvalIDMConfig, RenderConfig, validate  # noqa: E402
 from idm.decode import decode_video, to_control_rate  # noqa: E402
 from idm.model import InverseDynamicsModel  # noqa: E402
@@ -128,9 +128,7 @@ def evaluate_idm(cfg: EvalIDMConfig) -> dict:
         env.close_env()
     summary = {"checkpoint": cfg.checkpoint, "dataset": cfg.dataset_root, "idm_fps": mc.fps,
                "control_hz": embodiment.control_rate_hz, "per_task": results}
-    tmp = out / ".idm_eval.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out / "idm_eval.json")
+    atomic_write_json(out / "idm_eval.json", summary)
     lines = ["| task | replay success (95% CI) | expert replay | ratio | arm MAE (rad) | gripper MAE |",
              "|---|---|---|---|---|---|"]
     for task, r in results.items():
@@ -138,7 +136,7 @@ def evaluate_idm(cfg: EvalIDMConfig) -> dict:
         lines.append(f"| {task} | {100 * r['replay_success']:.0f}% ({100 * r['replay_ci95'][0]:.0f}-"
                      f"{100 * r['replay_ci95'][1]:.0f}%), n={r['episodes']} | {100 * r['expert_success']:.0f}% | "
                      f"{ratio:.2f} | {r['mae_arm_joints_rad']:.4f} | {r['mae_gripper']:.4f} |")
-    (out / "idm_eval.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "idm_eval.md", "\n".join(lines) + "\n")
     log.info("\n%s", "\n".join(lines))
     return summary
 
@@ -146,8 +144,7 @@ def evaluate_idm(cfg: EvalIDMConfig) -> dict:
 @hydra.main(version_base=None, config_path="../configs", config_name="eval_idm")
 def main(dcfg: DictConfig) -> None:
     cfg = validate(dcfg, EvalIDMConfig)
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(dcfg, Path(cfg.output_dir) / "eval_idm_config.yaml", resolve=True)
+    save_resolved_config(dcfg, cfg.output_dir, "eval_idm_config.yaml")
     evaluate_idm(cfg)
 
 

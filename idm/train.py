@@ -23,12 +23,13 @@ import hydra
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from configs.constants import ACTION_KEY, image_key
 from configs.embodiment import Embodiment
+from configs.run_files import save_resolved_config
 from configs.schema import TrainIDMConfig, validate
 from idm.data import IDMWindows, split_episodes
 from idm.model import WEIGHTS_NAME, InverseDynamicsModel
@@ -120,7 +121,6 @@ def train(cfg: TrainIDMConfig) -> Path:
     if step >= cfg.max_steps:
         log.info("already trained for %d steps", step)
 
-    OmegaConf.save(OmegaConf.structured(cfg), run_dir / "train_idm_config.yaml")
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=step)
     metrics_path = run_dir / "metrics.jsonl"
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train idm", unit="step")
@@ -171,7 +171,9 @@ def train(cfg: TrainIDMConfig) -> Path:
 
 @hydra.main(version_base=None, config_path="../configs", config_name="train_idm")
 def main(dcfg: DictConfig) -> None:
-    train(validate(dcfg, TrainIDMConfig))
+    cfg = validate(dcfg, TrainIDMConfig)
+    save_resolved_config(dcfg, cfg.run_dir, "train_idm_config.yaml")
+    train(cfg)
 
 
 if __name__ == "__main__":

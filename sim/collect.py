@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from configs.constants import robotwin_start_seed
 from configs.embodiment import Embodiment
+from configs.run_files import save_resolved_config
 from configs.schema import CollectConfig, validate
 from sim.dataset import EpisodeRecord, LeRobotDatasetWriter, stage_episode_videos
 from sim.parallel import make_executor, ordered_seed_search
@@ -97,9 +98,7 @@ def collect(cfg: CollectConfig) -> Path:
 @hydra.main(version_base=None, config_path="../configs", config_name="collect")
 def main(dcfg: DictConfig) -> None:
     cfg = validate(dcfg, CollectConfig)
-    root = Path(cfg.dataset.root)
-    root.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(dcfg, root / "collect_config.yaml", resolve=True)
+    save_resolved_config(dcfg, cfg.dataset.root, "collect_config.yaml")
     collect(cfg)
 
 

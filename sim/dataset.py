@@ -45,6 +45,7 @@ from configs.constants import (
     STATE_KEY,
     image_key,
 )
+from configs.run_files import atomic_write_json
 from sim.video import VideoError, read_mp4, video_codec_name, write_mp4
 
 log = logging.getLogger(__name__)
@@ -58,20 +59,6 @@ EVA_INFO_KEY = "eva"  # our additions to info.json: embodiment name, cameras
 
 class DatasetError(RuntimeError):
     """A dataset on disk that is inconsistent, damaged or not what the caller asked for."""
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def _atomic_write_table(path: Path, table: pa.Table) -> None:
@@ -298,7 +285,7 @@ class LeRobotDatasetWriter:
         info["total_episodes"] = n
         info["total_frames"] = int(sum(e["length"] for e in self.episodes))
         info["splits"] = {"train": f"0:{n}"}
-        _atomic_write_json(self.root / "meta" / "info.json", info)
+        atomic_write_json(self.root / "meta" / "info.json", info)
         _atomic_write_table(self.root / "meta" / "tasks.parquet",
                             pa.table({"task_index": np.arange(len(self.tasks), dtype=np.int64), "task": self.tasks}))
         if self.episodes:
@@ -308,7 +295,7 @@ class LeRobotDatasetWriter:
                 per_ep = [{name: np.asarray(e[f"stats/{feat}/{name}"]) for name in ("min", "max", "mean", "std", "count")}
                           for e in self.episodes]
                 stats[feat] = {k: v.tolist() for k, v in _merge_stats(per_ep).items()}
-            _atomic_write_json(self.root / "meta" / "stats.json", stats)
+            atomic_write_json(self.root / "meta" / "stats.json", stats)
 
 
 def stage_episode_videos(staging: Path, frames: dict[str, np.ndarray], fps: int, codec: str, crf: int

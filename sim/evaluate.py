@@ -13,9 +13,7 @@ counts only if the scripted expert solves it. Writes LeRobot's eval_info.json sc
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from tqdm import tqdm
 
 from configs.constants import robotwin_start_seed
 from configs.embodiment import Embodiment
+from configs.run_files import atomic_write_json, save_resolved_config
 from configs.schema import EvaluateConfig, validate
 from sim.parallel import make_executor, ordered_seed_search
 from sim.policies import make_policy, policy_label
@@ -121,9 +120,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "overall": overall,
         "video_paths": [e["video_path"] for e in all_eps if e["video_path"]],
     }
-    tmp = out / ".eval_info.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, out / "eval_info.json")
+    atomic_write_json(out / "eval_info.json", info)
     for task, r in per_task.items():
         log.info("%s: %.1f%% success over %d episodes", task, r["aggregated"]["pc_success"], len(r["per_episode"]))
     log.info("overall: %.1f%% success; wrote %s", overall["pc_success"], out / "eval_info.json")
@@ -133,8 +130,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 @hydra.main(version_base=None, config_path="../configs", config_name="evaluate")
 def main(dcfg: DictConfig) -> None:
     cfg = validate(dcfg, EvaluateConfig)
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(dcfg, Path(cfg.output_dir) / "eval_config.yaml", resolve=True)
+    save_resolved_config(dcfg, cfg.output_dir, "eval_config.yaml")
     evaluate(cfg)
 
 

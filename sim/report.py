@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from configs.run_files import atomic_write_text  # noqa: E402
 from configs.schema import ReportConfig, validate  # noqa: E402
 from sim.dataset import LeRobotDataset  # noqa: E402
 from sim.stats import wilson_interval  # noqa: E402
@@ -128,9 +129,7 @@ def write_report(cfg: ReportConfig) -> Path:
     else:
         lines += ["## Policy evaluation", "", f"Skipped: no `{info_path}`.", ""]
     out = run_dir / "report.md"
-    tmp = run_dir / ".report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, out)
+    atomic_write_text(out, "\n".join(lines))
     log.info("wrote %s", out)
     return out
 

@@ -18,7 +18,7 @@ import mujoco
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from configs.constants import ACTION_DIM, ARMS, LEFT_ARM, LEFT_GRIPPER, RIGHT_ARM, RIGHT_GRIPPER
+from configs.constants import ACTION_DIM, LEFT_ARM, LEFT_GRIPPER, RIGHT_ARM, RIGHT_GRIPPER
 from configs.embodiment import Embodiment
 from configs.schema import RenderConfig, TaskConfig
 from sim.ik import ArmIK

@@ -14,19 +14,19 @@ import configs
 from configs.constants import ACTION_DIM, CAMERAS, robotwin_start_seed
 from configs.embodiment import Embodiment, known_embodiments
 from configs.schema import (
+    APP_SCHEMAS,
     CollectConfig,
     DatasetConfig,
     EvalConfig,
     EvaluateConfig,
     PolicyConfig,
     RenderConfig,
-    ReportConfig,
     TaskConfig,
     validate,
 )
 
 CONFIG_DIR = configs.CONFIG_DIR
-SCHEMAS = {"collect": CollectConfig, "evaluate": EvaluateConfig, "report": ReportConfig}
+SCHEMAS = APP_SCHEMAS
 PRIMARY = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 TASKS = configs.known_tasks()
