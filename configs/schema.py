@@ -167,8 +167,8 @@ class IDMModelConfig:
     image_size: list[int] = field(default_factory=lambda: [128, 128])
     fps: int = 10  # video frame rate the IDM reads (world-model rate)
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])
-    num_keypoints: int = 32
-    mlp_hidden: int = 256
+    num_keypoints: int = 64
+    mlp_hidden: int = 512
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.cameras if c not in CAMERAS]
@@ -188,7 +188,7 @@ class TrainIDMConfig:
     dataset_root: str = "runs/idm_data/train"
     val_episodes_per_task: int = 2  # the last N episodes of each task are held out for validation
     run_dir: str = "runs/idm"
-    max_steps: int = 2500
+    max_steps: int = 3400
     max_minutes: float = 15.0  # wall-clock budget; the run checkpoints and stops when it is spent
     batch_size: int = 32
     lr: float = 1e-3
