@@ -218,6 +218,7 @@ class EvalIDMConfig:
     max_episodes_per_task: int = 50
     hold_steps: int = 25  # control steps the last decoded action is held before success is judged
     plot_episodes: int = 1  # decoded-vs-true joint plots per task
+    ablations: bool = False  # also replay decoded arms + recorded grippers, and the reverse
 
     def __post_init__(self) -> None:
         _check(self.max_episodes_per_task > 0, "max_episodes_per_task", f"must be positive, got {self.max_episodes_per_task}")

@@ -107,6 +107,13 @@ def evaluate_idm(cfg: EvalIDMConfig) -> dict:
             ok, steps = execute_open_loop(env, row["eva/seed"], control, cfg.hold_steps)
             ok_true, _ = execute_open_loop(env, row["eva/seed"], true, cfg.hold_steps)
             replay.append({"episode_index": ep, "seed": row["eva/seed"], "success": ok, "steps": steps})
+            if cfg.ablations:  # which half fails: decoded arms with recorded grippers, and the reverse
+                n_ctrl = min(len(control), len(true))
+                grippers = np.isin(np.arange(control.shape[1]), [LEFT_GRIPPER, RIGHT_GRIPPER])
+                mixed = {"decoded_arms": np.where(grippers, true[:n_ctrl], control[:n_ctrl]),
+                         "decoded_grippers": np.where(grippers, control[:n_ctrl], true[:n_ctrl])}
+                for name, acts in mixed.items():
+                    replay[-1][name] = execute_open_loop(env, row["eva/seed"], acts, cfg.hold_steps)[0]
             expert.append(ok_true)
             if n < cfg.plot_episodes:
                 plot_trajectories(decoded, true[::step], mc.fps, embodiment.joint_names,
@@ -123,6 +130,9 @@ def evaluate_idm(cfg: EvalIDMConfig) -> dict:
             "mae_arm_joints_rad": float(np.delete(mae, [LEFT_GRIPPER, RIGHT_GRIPPER]).mean()),
             "mae_gripper": float(mae[[LEFT_GRIPPER, RIGHT_GRIPPER]].mean()), "per_episode": replay,
         }
+        if cfg.ablations:
+            for name in ("decoded_arms", "decoded_grippers"):
+                results[task][f"replay_success_{name}"] = float(np.mean([r[name] for r in replay]))
     bar.close()
     for env in envs.values():
         env.close_env()
@@ -131,11 +141,17 @@ def evaluate_idm(cfg: EvalIDMConfig) -> dict:
     atomic_write_json(out / "idm_eval.json", summary)
     lines = ["| task | replay success (95% CI) | expert replay | ratio | arm MAE (rad) | gripper MAE |",
              "|---|---|---|---|---|---|"]
+    if cfg.ablations:
+        lines[0] += " decoded arms only | decoded grippers only |"
+        lines[1] += "---|---|"
     for task, r in results.items():
         ratio = r["replay_success"] / r["expert_success"] if r["expert_success"] else float("nan")
         lines.append(f"| {task} | {100 * r['replay_success']:.0f}% ({100 * r['replay_ci95'][0]:.0f}-"
                      f"{100 * r['replay_ci95'][1]:.0f}%), n={r['episodes']} | {100 * r['expert_success']:.0f}% | "
                      f"{ratio:.2f} | {r['mae_arm_joints_rad']:.4f} | {r['mae_gripper']:.4f} |")
+        if cfg.ablations:
+            lines[-1] += (f" {100 * r['replay_success_decoded_arms']:.0f}% |"
+                          f" {100 * r['replay_success_decoded_grippers']:.0f}% |")
     atomic_write_text(out / "idm_eval.md", "\n".join(lines) + "\n")
     log.info("\n%s", "\n".join(lines))
     return summary

@@ -85,10 +85,13 @@ def test_training_resumes_exactly(lift_dataset, tmp_path):
 def test_eval_idm_reports_and_replays(lift_dataset, tmp_path):
     ckpt = train(_train_cfg(lift_dataset, tmp_path / "run", "max_steps=2", "eval_every=2", "checkpoint_every=2"))
     cfg = validate(configs.compose("eval_idm", [f"checkpoint={ckpt}", f"dataset_root={lift_dataset}",
-                                                f"output_dir={tmp_path / 'eval'}", "task=[lift_bar]"]), EvalIDMConfig)
+                                                f"output_dir={tmp_path / 'eval'}", "task=[lift_bar]",
+                                                "ablations=true"]), EvalIDMConfig)
     summary = evaluate_idm(cfg)
     r = summary["per_task"]["lift_bar"]
     assert r["episodes"] == 2 and len(r["mae_per_joint"]) == 14
     assert r["expert_success"] == 1.0  # recorded actions replayed through the same path succeed
+    assert all({"decoded_arms", "decoded_grippers"} <= set(e) for e in r["per_episode"])
+    assert 0.0 <= r["replay_success_decoded_arms"] <= 1.0
     assert (tmp_path / "eval" / "trajectories_lift_bar_0.png").stat().st_size > 10_000
     assert "lift_bar" in (tmp_path / "eval" / "idm_eval.md").read_text()
