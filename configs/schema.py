@@ -199,8 +199,12 @@ class TrainIDMConfig:
     checkpoint_every: int = 250
     val_windows: int = 512  # fixed, seeded validation windows
     seed: int = 0
+    # "bf16": the convolutional backbone runs under bf16 autocast (keypoints and head stay fp32);
+    # about 2.5x faster steps on CPUs with AMX/AVX512-BF16 and on GPUs. "fp32": everything fp32.
+    precision: str = "bf16"
 
     def __post_init__(self) -> None:
+        _check(self.precision in ("bf16", "fp32"), "precision", f"must be 'bf16' or 'fp32', got '{self.precision}'")
         for name in ("max_steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "val_windows"):
             _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
         _check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
@@ -226,6 +230,35 @@ class EvalIDMConfig:
 
 
 # Primary config (configs/<name>.yaml) -> the schema its app validates against.
+@dataclass
+class WorldModelConfig:
+    """A named world-model configuration (``configs/world_model/<name>.yaml``); see world_model/build.py."""
+
+    name: str = MISSING
+    transformer: dict[str, Any] = field(default_factory=dict)  # WanTransformer3DModel arguments
+    codec: dict[str, Any] = field(default_factory=dict)  # {type: patch|wan_vae, ...its arguments}
+    text_encoder: dict[str, Any] = field(default_factory=dict)  # {type: tiny_umt5|umt5_xxl, ...}
+    action_hidden_dim: int = 256
+    num_history_frames: int = 4  # EVA conditions on the last 4 camera frames
+    max_text_length: int = 16
+    image_size: list[int] = field(default_factory=lambda: [128, 128])
+    fps: int = 10
+    flow_shift: float = 3.0
+
+    def __post_init__(self) -> None:
+        where = f"world_model ({self.name})"
+        _check(self.codec.get("type") in ("patch", "wan_vae"), f"{where}.codec.type",
+               f"expected 'patch' or 'wan_vae', got {self.codec.get('type')!r}")
+        _check(self.text_encoder.get("type") in ("tiny_umt5", "umt5_xxl"), f"{where}.text_encoder.type",
+               f"expected 'tiny_umt5' or 'umt5_xxl', got {self.text_encoder.get('type')!r}")
+        _check(tuple(self.transformer.get("patch_size", (1, 2, 2)))[0] == 1, f"{where}.transformer.patch_size",
+               "the temporal patch must be 1 (one noise level per latent frame)")
+        _check(self.num_history_frames > 0, f"{where}.num_history_frames", f"must be positive, got {self.num_history_frames}")
+        _check(len(self.image_size) == 2 and min(self.image_size) > 0, f"{where}.image_size", f"got {self.image_size}")
+        _check(self.fps > 0 and self.max_text_length > 0 and self.action_hidden_dim > 0, where,
+               "fps, max_text_length and action_hidden_dim must be positive")
+
+
 APP_SCHEMAS: dict[str, type] = {
     "collect": CollectConfig,
     "evaluate": EvaluateConfig,

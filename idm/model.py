@@ -138,8 +138,13 @@ class InverseDynamicsModel(nn.Module, ConfigMixin):
         keypoints = []
         for cam, backbone in enumerate(self.backbones):
             feature_maps = backbone(x[:, cam].flatten(1, 2))
-            keypoints.append(self.spatial_softmax(feature_maps))
-        return self.head(torch.cat(keypoints, dim=-1))
+            keypoints.append(feature_maps.float())
+        # Keypoints and the head always run in fp32, also under a bf16 autocast of the backbone:
+        # bf16's 8-bit mantissa would quantise image coordinates to about 1/128 of the image,
+        # coarser than the joint precision the IDM must reach.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            keypoints = torch.cat([self.spatial_softmax(f) for f in keypoints], dim=-1)
+            return self.head(keypoints)
 
     def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
         return (action - self.action_mean) / self.action_std

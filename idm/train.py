@@ -131,7 +131,8 @@ def train(cfg: TrainIDMConfig) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = lr
         frames, actions = train_w.batch(*train_w.sample_index(rng, cfg.batch_size))
-        loss = F.mse_loss(model(frames), model.normalize_action(actions))
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            loss = F.mse_loss(model(frames), model.normalize_action(actions))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

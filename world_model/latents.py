@@ -1,0 +1,127 @@
+"""Latent spaces of the world model and the frame layout of a clip.
+
+Two codecs with one interface (``encode_video`` / ``decode_latents`` below):
+
+* ``AutoencoderKLWan`` (diffusers): the Wan VAE of real checkpoints, 8x spatial and 4x temporal
+  compression, 16 channels (48 for Wan2.2), latents normalised with the ``latents_mean/std`` of its config.
+* ``PatchCodec``: the tiny preset's latent space. A tiny Wan VAE costs about a minute per
+  training step on this two-core CPU (its causal 3D convolutions run frame chunk by frame chunk),
+  so it cannot be trained here in minutes. ``PatchCodec`` is an exact, invertible mapping instead:
+  each frame is cut into ``patch x patch`` pixel blocks (space-to-depth), giving ``3 * patch**2``
+  channels at ``H/patch x W/patch``, then normalised per channel with statistics of our frames.
+  Reconstruction error is zero up to float rounding (measured in the tests), so the IDM sees exactly
+  what the transformer generates. Temporal stride 1.
+
+Clip layout. The history is the last ``H`` camera frames (EVA: H = 4). A causal video VAE encodes
+frame 0 alone and then ``stride`` frames per latent frame, so a clip is laid out as
+``[oldest history frame] + H history frames + N future frames`` with ``H`` and ``N`` multiples of the
+stride: the first ``1 + H / stride`` latent frames are history, the remaining ``N / stride`` are
+predicted. Because the VAE is causal, encoding the history alone gives the same history latents as
+encoding the whole clip.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKLWan
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+
+class PatchCodec(ModelMixin, ConfigMixin):
+    """Exact space-to-depth codec: (B, 3, T, H, W) in [-1, 1] <-> (B, 3 p^2, T, H/p, W/p)."""
+
+    @register_to_config
+    def __init__(self, patch: int = 8, latents_mean: list[float] | None = None,
+                 latents_std: list[float] | None = None):
+        super().__init__()
+        z = 3 * patch * patch
+        mean = torch.zeros(z) if latents_mean is None else torch.tensor(latents_mean, dtype=torch.float32)
+        std = torch.ones(z) if latents_std is None else torch.tensor(latents_std, dtype=torch.float32)
+        if mean.shape != (z,) or std.shape != (z,):
+            raise ValueError(f"PatchCodec(patch={patch}): latents_mean/std need {z} values, "
+                             f"got {tuple(mean.shape)} / {tuple(std.shape)}")
+        self.register_buffer("mean", mean.view(1, z, 1, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, z, 1, 1, 1), persistent=False)
+        self._dummy = nn.Parameter(torch.zeros(()), requires_grad=False)  # ModelMixin needs a parameter
+
+    @property
+    def z_dim(self) -> int:
+        return 3 * self.config.patch ** 2
+
+    @property
+    def temporal_stride(self) -> int:
+        return 1
+
+    @property
+    def spatial_stride(self) -> int:
+        return self.config.patch
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) in [-1, 1] -> normalised latents (B, 3 p^2, T, H/p, W/p)."""
+        b, c, t, h, w = video.shape
+        p = self.config.patch
+        if h % p or w % p:
+            raise ValueError(f"PatchCodec(patch={p}): frame size {h}x{w} is not divisible by {p}")
+        frames = video.transpose(1, 2).reshape(b * t, c, h, w)
+        z = nn.functional.pixel_unshuffle(frames, p).reshape(b, t, c * p * p, h // p, w // p).transpose(1, 2)
+        return (z - self.mean) / self.std
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents -> (B, 3, T, H, W) in [-1, 1] (not clipped)."""
+        b, z, t, h, w = latents.shape
+        p = self.config.patch
+        x = (latents * self.std + self.mean).transpose(1, 2).reshape(b * t, z, h, w)
+        return nn.functional.pixel_shuffle(x, p).reshape(b, t, 3, h * p, w * p).transpose(1, 2)
+
+
+Codec = AutoencoderKLWan | PatchCodec
+
+
+def codec_strides(codec: Codec) -> tuple[int, int]:
+    """(temporal, spatial) compression of a codec."""
+    if isinstance(codec, PatchCodec):
+        return codec.temporal_stride, codec.spatial_stride
+    return int(codec.config.scale_factor_temporal), int(codec.config.scale_factor_spatial)
+
+
+def codec_channels(codec: Codec) -> int:
+    return codec.z_dim if isinstance(codec, PatchCodec) else int(codec.config.z_dim)
+
+
+def encode_video(codec: Codec, video: torch.Tensor) -> torch.Tensor:
+    """Frames (B, T, 3, H, W) in [0, 1] -> normalised latents (B, z, F, h, w)."""
+    x = video.permute(0, 2, 1, 3, 4) * 2.0 - 1.0
+    if isinstance(codec, PatchCodec):
+        return codec.encode(x)
+    x = x.to(codec.dtype)
+    latents = codec.encode(x).latent_dist.mode()
+    mean = torch.tensor(codec.config.latents_mean, device=latents.device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(codec.config.latents_std, device=latents.device).view(1, -1, 1, 1, 1)
+    return ((latents.float() - mean) / std)
+
+
+def decode_latents(codec: Codec, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latents (B, z, F, h, w) -> frames (B, T, 3, H, W) in [0, 1]."""
+    if isinstance(codec, PatchCodec):
+        video = codec.decode(latents)
+    else:
+        mean = torch.tensor(codec.config.latents_mean, device=latents.device).view(1, -1, 1, 1, 1)
+        std = torch.tensor(codec.config.latents_std, device=latents.device).view(1, -1, 1, 1, 1)
+        video = codec.decode((latents * std + mean).to(codec.dtype)).sample.float()
+    return ((video + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 1, 3, 4)
+
+
+def clip_layout(num_history: int, num_future: int, temporal_stride: int) -> tuple[int, int]:
+    """(history latent frames, future latent frames) for H history and N future pixel frames."""
+    for name, n in (("history frames", num_history), ("future frames", num_future)):
+        if n <= 0 or n % temporal_stride:
+            raise ValueError(f"{name}: {n}; must be a positive multiple of the VAE's temporal stride "
+                             f"{temporal_stride} (a clip is 1 + {temporal_stride}k frames)")
+    return 1 + num_history // temporal_stride, num_future // temporal_stride
+
+
+def with_anchor(frames: torch.Tensor) -> torch.Tensor:
+    """Prepend the oldest frame: (B, T, ...) -> (B, 1 + T, ...), the causal VAE's stand-alone first frame."""
+    return torch.cat([frames[:, :1], frames], dim=1)

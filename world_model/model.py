@@ -1,0 +1,155 @@
+"""The world model's denoiser: diffusers' ``WanTransformer3DModel`` plus a zero-initialised action encoder.
+
+Convention (diffusers' flow matching, used throughout ``world_model``): a latent at noise level
+``sigma`` in [0, 1] is ``x_sigma = (1 - sigma) * x_data + sigma * noise`` and the transformer
+predicts the velocity ``v = noise - x_data``; Wan's timestep is ``1000 * sigma``. (DESIGN.md
+writes the same path with ``t = 1 - sigma`` and target ``x_data - noise``.)
+
+Conditioning:
+
+* **History** (diffusion forcing): every latent frame has its own noise level. The timestep is
+  given per token, ``(B, seq_len)``, which the Wan blocks accept (Wan2.2 TI2V uses the same hook),
+  so history frames can be clean (sigma 0) or lightly noised while future frames are noisy.
+  For image-to-video checkpoints (``in_channels = 2 * z + 4``: noisy latent, 4 mask channels, condition
+  latent, as Wan2.1-I2V and LVP) the history is also given in the condition channels.
+* **Instruction**: text-encoder states through the transformer's cross-attention.
+* **Actions** (optional): the 14-D actions of the pixel frames each latent frame covers go through
+  an MLP whose last layer is zero-initialised, and are added to the timestep embedding of that
+  frame's tokens. At initialisation the output is bit-identical to the model without actions, so a
+  pretrained checkpoint starts unchanged; a per-sample mask implements action dropout, so one
+  checkpoint serves as visual planner (no actions) and as action-conditioned simulator.
+
+``velocity()`` is the forward pass, written out so the layer calls are visible; it uses the
+transformer's own submodules, so its weights keep diffusers' layout and load from real Wan checkpoints.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import WanTransformer3DModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from configs.constants import ACTION_DIM
+
+NUM_TRAIN_TIMESTEPS = 1000  # Wan's timestep = 1000 * sigma
+I2V_MASK_CHANNELS = 4  # Wan2.1-I2V: one mask channel per pixel frame of a latent frame
+
+
+class ActionEncoder(ModelMixin, ConfigMixin):
+    """Actions of the pixel frames of each latent frame -> an offset of that frame's timestep embedding.
+
+    Input ``(B, F, frames_per_latent, action_dim)`` in physical units; they are normalised with the
+    training-set statistics stored as buffers (so they travel inside the checkpoint). The last layer is
+    zero-initialised: a fresh encoder adds exactly zero.
+    """
+
+    @register_to_config
+    def __init__(self, action_dim: int = ACTION_DIM, frames_per_latent: int = 4, hidden_dim: int = 256,
+                 embed_dim: int = 1536):
+        super().__init__()
+        self.linear_1 = nn.Linear(action_dim * frames_per_latent, hidden_dim)
+        self.act = nn.SiLU()
+        self.linear_2 = nn.Linear(hidden_dim, embed_dim)
+        nn.init.zeros_(self.linear_2.weight)
+        nn.init.zeros_(self.linear_2.bias)
+        self.register_buffer("action_mean", torch.zeros(action_dim))
+        self.register_buffer("action_std", torch.ones(action_dim))
+
+    def set_normalization(self, mean, std, min_std: float = 1e-3) -> None:
+        self.action_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.action_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(min_std))
+
+    def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        b, f, n, a = actions.shape
+        if (n, a) != (self.config.frames_per_latent, self.config.action_dim):
+            raise ValueError(f"actions: expected (B, F, {self.config.frames_per_latent}, {self.config.action_dim}) "
+                             f"per latent frame, got {tuple(actions.shape)}")
+        x = (actions - self.action_mean) / self.action_std
+        return self.linear_2(self.act(self.linear_1(x.reshape(b, f, n * a))))
+
+
+def actions_per_latent_frame(actions: torch.Tensor, temporal_stride: int) -> torch.Tensor:
+    """Per-pixel-frame actions (B, T, A) with T = 1 + stride * k -> (B, 1 + k, stride, A).
+
+    The Wan VAE encodes frame 0 alone and then ``stride`` frames per latent frame; latent frame 0
+    gets frame 0's action repeated, latent frame j the actions of pixel frames 1 + stride*(j-1) .. stride*j.
+    """
+    b, t, a = actions.shape
+    if (t - 1) % temporal_stride:
+        raise ValueError(f"actions: {t} frames; expected 1 + {temporal_stride}*k to match the VAE's temporal stride")
+    first = actions[:, :1].expand(b, temporal_stride, a).unsqueeze(1)
+    rest = actions[:, 1:].reshape(b, (t - 1) // temporal_stride, temporal_stride, a)
+    return torch.cat([first, rest], dim=1)
+
+
+def i2v_condition(history_latents: torch.Tensor, num_history: int, num_frames: int) -> torch.Tensor:
+    """Mask + condition-latent channels of image-to-video checkpoints, (B, 4 + z, F, h, w).
+
+    The first ``num_history`` latent frames carry the (clean) history latents and a mask of ones;
+    the rest are zeros, as Wan2.1-I2V marks its known frames.
+    """
+    b, z, _, h, w = history_latents.shape
+    cond = history_latents.new_zeros(b, z, num_frames, h, w)
+    cond[:, :, :num_history] = history_latents[:, :, :num_history]
+    mask = history_latents.new_zeros(b, I2V_MASK_CHANNELS, num_frames, h, w)
+    mask[:, :, :num_history] = 1.0  # one channel per pixel frame: all pixel frames of a history latent are known
+    return torch.cat([mask, cond], dim=1)
+
+
+def velocity(transformer: WanTransformer3DModel, latents: torch.Tensor, frame_sigmas: torch.Tensor,
+             text_states: torch.Tensor, *, action_encoder: ActionEncoder | None = None,
+             actions: torch.Tensor | None = None, action_mask: torch.Tensor | None = None,
+             condition: torch.Tensor | None = None) -> torch.Tensor:
+    """Predicted velocity ``noise - x_data`` for latents (B, z, F, h, w) at per-frame noise levels (B, F).
+
+    ``actions`` (B, F, frames_per_latent, A) need ``action_encoder``; ``action_mask`` (B,) of 0/1
+    switches them off per sample (action dropout, or a batch mixing both modes). ``condition`` is the
+    mask + condition-latent block of image-to-video checkpoints (see ``i2v_condition``).
+    """
+    t = transformer
+    b, _, f, h, w = latents.shape
+    p_t, p_h, p_w = t.config.patch_size
+    if p_t != 1:
+        raise ValueError(f"per-frame noise levels need a temporal patch size of 1, got {p_t}")
+    if frame_sigmas.shape != (b, f):
+        raise ValueError(f"frame_sigmas: expected ({b}, {f}) (one noise level per latent frame), "
+                         f"got {tuple(frame_sigmas.shape)}")
+    x = latents if condition is None else torch.cat([latents, condition], dim=1)
+    if x.shape[1] != t.config.in_channels:
+        raise ValueError(f"transformer expects {t.config.in_channels} input channels, got {x.shape[1]} "
+                         f"(latents {latents.shape[1]}" + ("" if condition is None else f" + condition "
+                                                             f"{condition.shape[1]}") + ")")
+    dtype = t.patch_embedding.weight.dtype
+    rotary_emb = t.rope(x)
+    hidden = t.patch_embedding(x.to(dtype)).flatten(2).transpose(1, 2).contiguous()  # (B, L, D)
+    tokens_per_frame = (h // p_h) * (w // p_w)
+
+    # per-token timestep embedding (diffusion forcing), plus the actions of each latent frame
+    ce = t.condition_embedder
+    timestep = (frame_sigmas * NUM_TRAIN_TIMESTEPS).repeat_interleave(tokens_per_frame, dim=1)
+    temb_in = ce.timesteps_proj(timestep.flatten()).unflatten(0, (b, -1))
+    temb = ce.time_embedder(temb_in.to(ce.time_embedder.linear_1.weight.dtype)).to(dtype)  # (B, L, D)
+    if actions is not None:
+        if action_encoder is None:
+            raise ValueError("actions were given but the world model has no action encoder")
+        offset = action_encoder(actions.to(action_encoder.linear_1.weight.dtype)).to(dtype)  # (B, F, D)
+        if action_mask is not None:
+            offset = offset * action_mask.to(dtype).view(b, 1, 1)
+        temb = temb + offset.repeat_interleave(tokens_per_frame, dim=1)
+    timestep_proj = ce.time_proj(ce.act_fn(temb)).unflatten(2, (6, -1))  # (B, L, 6, D)
+    encoder_states = ce.text_embedder(text_states.to(dtype))
+
+    for block in t.blocks:
+        if torch.is_grad_enabled() and t.gradient_checkpointing:
+            hidden = t._gradient_checkpointing_func(block, hidden, encoder_states, timestep_proj, rotary_emb)
+        else:
+            hidden = block(hidden, encoder_states, timestep_proj, rotary_emb)
+
+    shift, scale = (t.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)
+    hidden = (t.norm_out(hidden.float()) * (1 + scale.squeeze(2)) + shift.squeeze(2)).type_as(hidden)
+    hidden = t.proj_out(hidden)
+    # unpatchify (B, L, p_t*p_h*p_w*C) -> (B, C, F, H, W)
+    hidden = hidden.reshape(b, f, h // p_h, w // p_w, p_h, p_w, -1)
+    return hidden.permute(0, 6, 1, 2, 4, 3, 5).reshape(b, -1, f, h, w).float()

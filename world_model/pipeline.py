@@ -1,0 +1,147 @@
+"""``WorldModelPipeline``: history + instruction (+ actions) -> imagined future frames.
+
+A diffusers pipeline (``save_pretrained`` / ``from_pretrained`` write and read one folder per
+component plus ``model_index.json``), with Wan's LoRA loader, so ``load_lora_weights`` takes a
+``pytorch_lora_weights.safetensors`` saved by training. The denoising loop is in ``rollout``:
+the history latent frames are re-set to their clean values after every step and are seen at noise
+level 0, so only the future frames are denoised.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+from diffusers.loaders import WanLoraLoaderMixin
+
+from world_model.latents import clip_layout, codec_channels, codec_strides, decode_latents, encode_video, with_anchor
+from world_model.model import actions_per_latent_frame, i2v_condition, velocity
+from world_model.text import encode_instructions
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("euler", "unipc")
+
+
+def make_scheduler(sampler: str, flow_shift: float):
+    """Flow-matching schedulers with Wan's shifted sigmas: Euler, or UniPC (2nd order, flow prediction)."""
+    if sampler == "euler":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=flow_shift)
+    if sampler == "unipc":
+        return UniPCMultistepScheduler(num_train_timesteps=1000, prediction_type="flow_prediction",
+                                       use_flow_sigmas=True, flow_shift=flow_shift)
+    raise ValueError(f"sampler '{sampler}': expected one of {SAMPLERS}")
+
+
+def to_unit_float(frames, name: str) -> torch.Tensor:
+    """(B, T, 3, H, W) uint8 or float in [0, 1] -> float32 in [0, 1], with a clear error otherwise."""
+    frames = torch.as_tensor(frames)
+    if frames.ndim != 5 or frames.shape[2] != 3:
+        raise ValueError(f"{name}: expected (B, T, 3, H, W), got {tuple(frames.shape)}")
+    if frames.dtype == torch.uint8:
+        return frames.float() / 255.0
+    if not frames.is_floating_point():
+        raise TypeError(f"{name}: dtype {frames.dtype}; use uint8 (0..255) or float (0..1)")
+    if not torch.isfinite(frames).all():
+        raise ValueError(f"{name}: NaN or inf in the frames")
+    if frames.min() < -1e-3 or frames.max() > 1 + 1e-3:
+        raise ValueError(f"{name}: float frames must be in [0, 1], got [{frames.min():.3g}, {frames.max():.3g}]")
+    return frames.float()
+
+
+class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _optional_components = ["action_encoder"]
+
+    def __init__(self, tokenizer, text_encoder, transformer, vae, scheduler, action_encoder=None,
+                 num_history_frames: int = 4, max_text_length: int = 16, image_size=(128, 128), fps: int = 10):
+        super().__init__()
+        self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
+                              scheduler=scheduler, action_encoder=action_encoder)
+        self.register_to_config(num_history_frames=num_history_frames, max_text_length=max_text_length,
+                                image_size=list(image_size), fps=fps)
+
+    @property
+    def temporal_stride(self) -> int:
+        return codec_strides(self.vae)[0]
+
+    def check_inputs(self, history: torch.Tensor, num_frames: int, actions: torch.Tensor | None) -> None:
+        h_req = self.config.num_history_frames
+        size = tuple(self.config.image_size)
+        if history.shape[1] != h_req:
+            raise ValueError(f"history: {history.shape[1]} frames, the world model needs the last {h_req}")
+        if tuple(history.shape[-2:]) != size:
+            raise ValueError(f"history: frames are {history.shape[-2]}x{history.shape[-1]}, the world model "
+                             f"expects {size[0]}x{size[1]}")
+        clip_layout(h_req, num_frames, self.temporal_stride)  # raises on a frame count off the VAE stride
+        if actions is not None:
+            if self.action_encoder is None:
+                raise ValueError("actions given, but this world model has no action encoder")
+            want = (history.shape[0], h_req + num_frames, self.action_encoder.config.action_dim)
+            if tuple(actions.shape) != want:
+                raise ValueError(f"actions: expected {want} (batch, history + future frames, action_dim), "
+                                 f"got {tuple(actions.shape)}")
+
+    def encode_text(self, instructions: list[str]) -> torch.Tensor:
+        return encode_instructions(self.tokenizer, self.text_encoder, instructions, self.config.max_text_length)
+
+    def model_inputs(self, history_latents: torch.Tensor, num_latent_frames: int, actions: torch.Tensor | None):
+        """Condition block (image-to-video checkpoints only) and per-latent-frame actions."""
+        n_hist = history_latents.shape[2]
+        condition = None
+        if self.transformer.config.in_channels == 2 * codec_channels(self.vae) + 4:
+            condition = i2v_condition(history_latents, n_hist, num_latent_frames)
+        latent_actions = None
+        if actions is not None:  # the anchor frame takes the first history frame's action
+            latent_actions = actions_per_latent_frame(with_anchor(actions), self.temporal_stride)
+        return condition, latent_actions
+
+    @torch.no_grad()
+    def rollout(self, history, instruction: str | list[str], actions=None, *, num_frames: int = 8,
+                steps: int = 20, seed: int | list[int] = 0, sampler: str = "euler", flow_shift: float = 3.0,
+                progress: bool = False) -> torch.Tensor:
+        """Imagine ``num_frames`` future frames.
+
+        history: (B, H, 3, h, w) uint8 or float in [0, 1], the last H camera frames, oldest first.
+        instruction: one string for the whole batch or one per sample.
+        actions: optional (B, H + num_frames, 14), the actions at every history and future frame
+            (action-conditioned simulation); None for the visual planner.
+        seed: one seed (sample i uses seed + i) or one per sample; a sample's result does not depend on
+            the rest of the batch.
+        Returns (B, num_frames, 3, h, w) float in [0, 1].
+        """
+        history = to_unit_float(history, "history")
+        b = history.shape[0]
+        actions = None if actions is None else torch.as_tensor(actions, dtype=torch.float32)
+        self.check_inputs(history, num_frames, actions)
+        texts = [instruction] * b if isinstance(instruction, str) else list(instruction)
+        if len(texts) != b:
+            raise ValueError(f"instruction: {len(texts)} texts for a batch of {b}")
+        seeds = [seed + i for i in range(b)] if isinstance(seed, int) else list(seed)
+        if len(seeds) != b:
+            raise ValueError(f"seed: {len(seeds)} seeds for a batch of {b}")
+
+        device = self.transformer.device
+        text_states = self.encode_text(texts)
+        hist_latents = encode_video(self.vae, with_anchor(history).to(device))
+        n_hist, n_future = clip_layout(self.config.num_history_frames, num_frames, self.temporal_stride)
+        _, z, _, h, w = hist_latents.shape
+        noise = torch.stack([torch.randn(z, n_future, h, w, generator=torch.Generator().manual_seed(int(s)))
+                             for s in seeds]).to(device)
+        latents = torch.cat([hist_latents, noise], dim=2)
+        condition, latent_actions = self.model_inputs(hist_latents, n_hist + n_future,
+                                                      None if actions is None else actions.to(device))
+
+        scheduler = make_scheduler(sampler, flow_shift)
+        scheduler.set_timesteps(steps, device=device)
+        sigmas = scheduler.sigmas
+        frame_sigmas = torch.zeros(b, n_hist + n_future, device=device)
+        for i, t in enumerate(self.progress_bar(scheduler.timesteps) if progress else scheduler.timesteps):
+            frame_sigmas[:, n_hist:] = sigmas[i]
+            v = velocity(self.transformer, latents, frame_sigmas, text_states, action_encoder=self.action_encoder,
+                         actions=latent_actions, condition=condition)
+            latents = scheduler.step(v, t, latents, return_dict=False)[0]
+            latents[:, :, :n_hist] = hist_latents  # history stays clean
+        video = decode_latents(self.vae, latents)
+        return video[:, -num_frames:]
