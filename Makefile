@@ -30,6 +30,8 @@ $(STAMP): pyproject.toml constraints.txt | system-deps
 	# torch first, torchvision pinned in the same command (DESIGN.md section 5)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[all]"
+	# LPIPS weights, once, into $$EVA_CACHE or ~/.cache/eva (world_model/metrics.py)
+	$(BIN)/python -m world_model.metrics fetch
 	touch $(STAMP)
 
 demo: $(STAMP)
