@@ -188,15 +188,15 @@ class TrainIDMConfig:
     dataset_root: str = "runs/idm_data/train"
     val_episodes_per_task: int = 2  # the last N episodes of each task are held out for validation
     run_dir: str = "runs/idm"
-    max_steps: int = 3400
+    max_steps: int = 12000
     max_minutes: float = 15.0  # wall-clock budget; the run checkpoints and stops when it is spent
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 100
     log_every: int = 25
-    eval_every: int = 250
-    checkpoint_every: int = 250
+    eval_every: int = 500
+    checkpoint_every: int = 500
     val_windows: int = 512  # fixed, seeded validation windows
     seed: int = 0
     # "bf16": the convolutional backbone runs under bf16 autocast (keypoints and head stay fp32);
@@ -259,10 +259,58 @@ class WorldModelConfig:
                "fps, max_text_length and action_hidden_dim must be positive")
 
 
+@dataclass
+class TrainWMConfig:
+    embodiment: dict[str, Any] = MISSING
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)  # their instructions make the tiny vocabulary
+    world_model: WorldModelConfig = MISSING
+    init_from: Optional[str] = None  # a saved WorldModelPipeline to fine-tune; None builds world_model from scratch
+    dataset_root: str = "runs/wm_data/train"
+    camera: str = "cam_high"
+    num_future_frames: int = 8
+    val_episodes_per_task: int = 2
+    run_dir: str = "runs/wm"
+    finetune: str = "full"  # full | lora (peft on DESIGN.md's target modules; the action encoder always trains)
+    lora_rank: int = 32
+    lora_alpha: float = 32.0
+    precision: str = "fp32"  # fp32 | bf16 (autocast; the loss and the optimiser stay fp32)
+    gradient_checkpointing: bool = False
+    ema_decay: float = 0.0  # 0 = no EMA; the final model takes the EMA weights when on
+    noise_schedule: str = "history"  # history: a random number of clean leading frames | independent: per frame
+    history_noise: float = 0.0  # history frames get sigma ~ U(0, history_noise) (0 = clean, as at sampling)
+    action_dropout: float = 0.5  # fraction of samples trained without actions (visual-planner mode)
+    max_steps: int = 2000
+    max_minutes: float = 20.0
+    batch_size: int = 16  # global batch, split over processes under torchrun
+    lr: float = 3.0e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    log_every: int = 25
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    val_windows: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.finetune in ("full", "lora"), "finetune", f"must be 'full' or 'lora', got '{self.finetune}'")
+        _check(self.precision in ("fp32", "bf16"), "precision", f"must be 'fp32' or 'bf16', got '{self.precision}'")
+        _check(self.noise_schedule in ("history", "independent"), "noise_schedule",
+               f"must be 'history' or 'independent', got '{self.noise_schedule}'")
+        _check(0 <= self.action_dropout <= 1, "action_dropout", f"must be in [0, 1], got {self.action_dropout}")
+        _check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        _check(0 <= self.history_noise < 1, "history_noise", f"must be in [0, 1), got {self.history_noise}")
+        _check(self.camera in CAMERAS, "camera", f"unknown '{self.camera}'; known {list(CAMERAS)}")
+        for name in ("max_steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "val_windows",
+                     "num_future_frames", "lora_rank"):
+            _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
+        _check(self.lr > 0 and self.max_minutes > 0, "lr/max_minutes", "must be positive")
+
+
 APP_SCHEMAS: dict[str, type] = {
     "collect": CollectConfig,
     "evaluate": EvaluateConfig,
     "report": ReportConfig,
     "train_idm": TrainIDMConfig,
     "eval_idm": EvalIDMConfig,
+    "train_wm": TrainWMConfig,
 }

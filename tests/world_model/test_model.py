@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import WanTransformer3DModel
-from hydra import compose, initialize_config_dir
 
+import configs
 from configs.constants import ACTION_DIM
-from world_model.build import CONFIG_DIR, build_transformer, load_preset
+from configs.schema import TrainWMConfig, validate
+from world_model.build import build_transformer, load_preset
 from world_model.latents import PatchCodec, clip_layout, with_anchor
 from world_model.model import ActionEncoder, actions_per_latent_frame, velocity
 
@@ -106,8 +107,7 @@ def test_clip_layout_and_anchor():
     assert with_anchor(frames).tolist() == [[0, 0, 1, 2, 3]]
 
 
-def test_every_preset_composes():
-    for name in ["tiny", *PUBLISHED]:
-        with initialize_config_dir(version_base=None, config_dir=str(CONFIG_DIR)):
-            cfg = compose(config_name=name)
-        assert load_preset(name).name == cfg.name
+@pytest.mark.parametrize("name", ["tiny", *sorted(PUBLISHED)])
+def test_every_preset_composes_into_the_training_config(name):
+    cfg = validate(configs.compose("train_wm", [f"world_model={name}"]), TrainWMConfig)
+    assert cfg.world_model == load_preset(name)
