@@ -5,6 +5,8 @@
 Decodes a 10 s video at the IDM's frame rate (100 frames at 10 fps) with batch sizes 1
 and 16, and times the model's forward pass alone on the same windows (the baseline):
 the ratio is what window building and input checks cost on top of the network.
+Then times one training step (forward, backward, AdamW; batch 32) in fp32 and with the
+backbone under bf16 autocast, as ``eva-train-idm precision=...`` runs it, alternating the two.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import time
 
 import torch
+import torch.nn.functional as F
 
 from idm.decode import decode_video
 from idm.model import InverseDynamicsModel
@@ -53,6 +56,32 @@ def main() -> None:
         per_episode = t_dec / batch * (10 * c.fps / args.frames)
         print(f"{batch:>5} {frames:>7} {t_dec:>9.3f} {frames / t_dec:>9.1f} {t_fwd:>15.3f} {t_dec / t_fwd:>6.2f} "
               f"{per_episode:>19.3f}")
+
+    train_step_times(model)
+
+
+def train_step_times(model: InverseDynamicsModel, batch: int = 32, steps: int = 5, rounds: int = 3) -> None:
+    c = model.config
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    frames = torch.rand(batch, len(c.cameras), 2 * c.context_k + 1, 3, *c.image_size)
+    target = torch.randn(batch, c.action_dim)
+
+    def run(bf16: bool) -> None:
+        for _ in range(steps):
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.mse_loss(model(frames), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    run(False), run(True)  # warm-up
+    best = {False: float("inf"), True: float("inf")}
+    for _ in range(rounds):  # alternate, best of each
+        for bf16 in (False, True):
+            best[bf16] = min(best[bf16], best_time(lambda: run(bf16), 1) / steps)
+    print(f"# training step, batch {batch}: fp32 {best[False] * 1000:.1f} ms, bf16 backbone {best[True] * 1000:.1f} ms, "
+          f"speed-up x{best[False] / best[True]:.2f}")
 
 
 if __name__ == "__main__":

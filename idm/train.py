@@ -11,6 +11,7 @@ The final model is ``<run_dir>/model`` (``config.json`` + ``model.safetensors``)
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -63,12 +64,12 @@ def validate_model(model: InverseDynamicsModel, windows: IDMWindows, episodes: n
     return {"loss": sum(losses) / (len(episodes) * mae.size), "mae": mae}
 
 
-def save_checkpoint(path: Path, model, optimizer, step: int, rng: np.random.Generator, elapsed: float) -> None:
+def save_checkpoint(path: Path, model, ema, optimizer, step: int, rng: np.random.Generator, elapsed: float) -> None:
     """Write to a temporary directory, then swap it in: a kill never leaves a half checkpoint."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "rng": rng.bit_generator.state,
+    torch.save({"optimizer": optimizer.state_dict(), "ema": None if ema is None else ema.state_dict(), "step": step, "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(), "elapsed": elapsed}, tmp / STATE_FILE)
     old = path.with_name(path.name + ".old")
     if path.exists():
@@ -103,6 +104,8 @@ def train(cfg: TrainIDMConfig) -> Path:
         np.mean([np.asarray(s["mean"]).reshape(3) for s in image_stats], 0),
         np.mean([np.asarray(s["std"]).reshape(3) for s in image_stats], 0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # exponential moving average of the weights: validated and saved as the final model when on
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
     rng = np.random.default_rng(cfg.seed)
     val_ep, val_c = val_w.sample_index(np.random.default_rng(cfg.seed + 1), cfg.val_windows)
 
@@ -114,6 +117,8 @@ def train(cfg: TrainIDMConfig) -> Path:
 
         model.load_state_dict(load_file(str(ckpt / WEIGHTS_NAME)))
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         step, elapsed = state["step"], state["elapsed"]
@@ -136,6 +141,11 @@ def train(cfg: TrainIDMConfig) -> Path:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:  # decay warms up so the average does not hold on to the random init
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for e, p in zip(ema.parameters(), model.parameters()):
+                    e.lerp_(p, 1 - decay)
         step += 1
         bar.update(1)
         out_of_time = time.time() - t0 > 60 * cfg.max_minutes
@@ -145,7 +155,7 @@ def train(cfg: TrainIDMConfig) -> Path:
             writer.add_scalar("train/lr", lr, step)
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % cfg.eval_every == 0 or last:
-            val = validate_model(model, val_w, val_ep, val_c, cfg.batch_size)
+            val = validate_model(model if ema is None else ema, val_w, val_ep, val_c, cfg.batch_size)
             writer.add_scalar("val/loss", val["loss"], step)
             for name, err in zip(embodiment.joint_names, val["mae"]):
                 writer.add_scalar(f"val_mae/{name}", float(err), step)
@@ -158,14 +168,14 @@ def train(cfg: TrainIDMConfig) -> Path:
             log.info("step %d: train %.4f, val %.4f, val MAE mean %.4f", step, loss.item(), val["loss"],
                      val["mae"].mean())
         if step % cfg.checkpoint_every == 0 or last:
-            save_checkpoint(ckpt, model, optimizer, step, rng, time.time() - t0)
+            save_checkpoint(ckpt, model, ema, optimizer, step, rng, time.time() - t0)
         if out_of_time:
             log.warning("time budget of %.1f min spent at step %d of %d; stopping", cfg.max_minutes, step,
                         cfg.max_steps)
             break
     bar.close()
     writer.close()
-    model.save_pretrained(run_dir / "model")
+    (model if ema is None else ema).save_pretrained(run_dir / "model")
     log.info("saved %s", run_dir / "model")
     return run_dir / "model"
 
