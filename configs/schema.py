@@ -308,6 +308,27 @@ class TrainWMConfig:
         _check(self.lr > 0 and self.max_minutes > 0, "lr/max_minutes", "must be positive")
 
 
+@dataclass
+class EvalWMConfig:
+    checkpoint: str = "runs/wm/model"
+    dataset_root: str = "runs/idm_data/test"  # held-out episodes
+    output_dir: str = "runs/wm_eval"
+    camera: str = "cam_high"
+    num_future_frames: int = 8
+    num_windows: int = 64  # seeded windows over all held-out episodes
+    batch_size: int = 8
+    steps: int = 20
+    sampler: str = "unipc"
+    flow_shift: float = 3.0
+    num_videos: int = 4  # mp4 grids (ground truth | model | repeat last)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.sampler in ("euler", "unipc"), "sampler", f"must be 'euler' or 'unipc', got '{self.sampler}'")
+        for name in ("num_future_frames", "num_windows", "batch_size", "steps"):
+            _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
+
+
 APP_SCHEMAS: dict[str, type] = {
     "collect": CollectConfig,
     "evaluate": EvaluateConfig,
@@ -315,4 +336,5 @@ APP_SCHEMAS: dict[str, type] = {
     "train_idm": TrainIDMConfig,
     "eval_idm": EvalIDMConfig,
     "train_wm": TrainWMConfig,
+    "eval_wm": EvalWMConfig,
 }

@@ -10,29 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import configs
-from configs.schema import TrainWMConfig, validate
-from tests.conftest import tiny_collect_config
+from configs.schema import TrainWMConfig
+from tests.world_model.conftest import TINY_WM, wm_train_config
 from world_model.pipeline import WorldModelPipeline
 from world_model.train import train
 
-TINY_WM = ["world_model.image_size=[64,64]", "world_model.transformer.num_layers=1",
-           "world_model.transformer.ffn_dim=64", "world_model.transformer.attention_head_dim=8",
-           "world_model.transformer.num_attention_heads=2", "batch_size=2", "val_windows=2", "log_every=1",
-           "warmup_steps=1", "val_episodes_per_task=1", "task=[lift_bar]", "num_future_frames=4"]
-
-
-@pytest.fixture(scope="module")
-def lift_dataset(tmp_path_factory):
-    from sim.collect import collect
-
-    root = tmp_path_factory.mktemp("wm") / "dataset"
-    return collect(tiny_collect_config(root, episodes=2, tasks=["lift_bar"], workers=1))
-
-
 def _cfg(root, run_dir, *overrides) -> TrainWMConfig:
-    return validate(configs.compose("train_wm", [f"dataset_root={root}", f"run_dir={run_dir}", *TINY_WM,
-                                                 *overrides]), TrainWMConfig)
+    return wm_train_config(root, run_dir, *overrides)
 
 
 def _weights(model_dir):
