@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def replace_dir(tmp: str | Path, path: str | Path) -> None:
+    """Swap a completely written directory ``tmp`` in at ``path`` (a checkpoint, a saved model).
+
+    A kill at any moment leaves either the old directory or the new one under ``path`` (or, between
+    the two renames, the old one under ``path.old``), never a half-written one.
+    """
+    tmp, path = Path(tmp), Path(path)
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_resolved_config(cfg: DictConfig, directory: str | Path, name: str) -> Path:

@@ -15,7 +15,6 @@ import copy
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from configs.constants import ACTION_KEY, image_key
 from configs.embodiment import Embodiment
-from configs.run_files import save_resolved_config
+from configs.run_files import replace_dir, save_resolved_config
 from configs.schema import TrainIDMConfig, validate
 from idm.data import IDMWindows, split_episodes
 from idm.model import WEIGHTS_NAME, InverseDynamicsModel
@@ -71,11 +70,7 @@ def save_checkpoint(path: Path, model, ema, optimizer, step: int, rng: np.random
     model.save_pretrained(tmp)
     torch.save({"optimizer": optimizer.state_dict(), "ema": None if ema is None else ema.state_dict(), "step": step, "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(), "elapsed": elapsed}, tmp / STATE_FILE)
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, path)
 
 
 def train(cfg: TrainIDMConfig) -> Path:

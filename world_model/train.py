@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -41,9 +40,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from configs.constants import ACTION_KEY, image_key
-from configs.run_files import save_resolved_config
+from configs.run_files import replace_dir, save_resolved_config
 from configs.schema import TrainWMConfig, validate
 from idm.data import split_episodes
+from idm.train import lr_at  # the same schedule: linear warm-up, cosine to 10% of the peak
 from sim.dataset import LeRobotDataset
 from world_model.build import build_pipeline
 from world_model.data import ClipWindows
@@ -56,13 +56,6 @@ log = logging.getLogger(__name__)
 STATE_FILE = "training_state.pt"
 # DESIGN.md section 4: LoRA targets of the Wan transformer
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj", "ffn.net.0.proj", "ffn.net.2"]
-
-
-def lr_at(step: int, cfg: TrainWMConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def shifted(u: np.ndarray, shift: float) -> np.ndarray:
@@ -115,11 +108,7 @@ def save_checkpoint(path: Path, params: dict[str, torch.nn.Parameter], ema: dict
     torch.save({"params": {k: p.detach().clone() for k, p in params.items()}, "ema": ema,
                 "optimizer": optimizer.state_dict(), "step": step, "rng": rng.bit_generator.state,
                 "elapsed": elapsed}, tmp / STATE_FILE)
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, path)
 
 
 def setup_distributed() -> tuple[int, int]:
@@ -297,8 +286,7 @@ def save_model(pipe: WorldModelPipeline, cfg: TrainWMConfig, out: Path) -> None:
         WorldModelPipeline.save_lora_weights(tmp, transformer_lora_layers=lora)
     else:
         pipe.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    replace_dir(tmp, out)
     log.info("saved %s", out)
 
 
