@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: several ranks may write one file
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

@@ -231,7 +231,36 @@ class EvalIDMConfig:
         _check(self.hold_steps >= 0, "hold_steps", f"must be >= 0, got {self.hold_steps}")
 
 
-# Primary config (configs/<name>.yaml) -> the schema its app validates against.
+# ============================================================================ post-training
+@dataclass
+class ExecutabilityRewardConfig:
+    """EVA's executability reward (section 4.2, eqs 5-9); see rl_post_train/rewards.py.
+
+    Units: actions in rad (grippers normalised), so acceleration in rad/s^2 and jerk in rad/s^3.
+    The Huber thresholds sit near the scripted experts' typical magnitudes at the control rate.
+    """
+
+    rate: str = "control"  # control: interpolate to the control rate, then difference | video: at 1/fps
+    delta_acc: float = 2.0  # Huber threshold on acceleration (rad/s^2)
+    delta_jerk: float = 50.0  # Huber threshold on jerk (rad/s^3)
+    lambda_jerk: float = 1.0
+    lambda_acc: float = 1.0
+    lambda_vel_limit: float = 10.0
+    lambda_acc_limit: float = 1.0
+    gamma: float = 1.0
+    calibration_file: Optional[str] = None  # made by eva-calibrate-reward; holds P_0 and the motion floor
+    p0_quantile: float = 0.5  # P_0 = this quantile of the pre-trained model's penalties
+    min_speed_fraction: float = 0.25  # motion floor = this fraction of the pre-trained median speed; 0 = off
+
+    def __post_init__(self) -> None:
+        _check(self.rate in ("control", "video"), "reward.rate", f"must be 'control' or 'video', got '{self.rate}'")
+        for name in ("delta_acc", "delta_jerk", "gamma"):
+            _check(getattr(self, name) > 0, f"reward.{name}", f"must be positive, got {getattr(self, name)}")
+        for name in ("lambda_jerk", "lambda_acc", "lambda_vel_limit", "lambda_acc_limit", "min_speed_fraction"):
+            _check(getattr(self, name) >= 0, f"reward.{name}", f"must be >= 0, got {getattr(self, name)}")
+        _check(0 < self.p0_quantile < 1, "reward.p0_quantile", f"must be in (0, 1), got {self.p0_quantile}")
+
+
 @dataclass
 class WorldModelConfig:
     """A named world-model configuration (``configs/world_model/<name>.yaml``); see world_model/build.py."""
@@ -329,6 +358,126 @@ class EvalWMConfig:
             _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
 
 
+@dataclass
+class RewardConfig:
+    """Which verifiable reward GRPO optimises (``configs/reward/*.yaml``); see rl_post_train/rewards.py."""
+
+    name: str = "executability"  # executability (EVA; instruction-only rollouts) | perceptual (RLVR-World; actions given)
+    executability: ExecutabilityRewardConfig = field(default_factory=ExecutabilityRewardConfig)
+    perceptual_metric: str = "l1_lpips"  # l1_lpips | l1 | lpips | mse | mae | psnr | ssim
+    perceptual_weight: float = 0.0  # with name=executability: add this much perceptual reward (needs ground truth)
+    repetition_weight: float = 0.0  # RLVR-World's repetition penalty
+    combine: str = "sum"  # sum: weighted sum of rewards, then advantages | advantages: per-reward advantages, summed
+
+    @property
+    def mode(self) -> str:
+        """Rollout mode: the planner sees the instruction only, the simulator also the recorded actions."""
+        return "planner" if self.name == "executability" else "simulator"
+
+    def __post_init__(self) -> None:
+        from_list = ("l1_lpips", "l1", "lpips", "mse", "mae", "psnr", "ssim")
+        _check(self.name in ("executability", "perceptual"), "reward.name",
+               f"must be 'executability' or 'perceptual', got '{self.name}'")
+        _check(self.perceptual_metric in from_list, "reward.perceptual_metric",
+               f"unknown '{self.perceptual_metric}'; known {list(from_list)}")
+        _check(self.combine in ("sum", "advantages"), "reward.combine", f"must be 'sum' or 'advantages', got '{self.combine}'")
+        _check(self.perceptual_weight >= 0 and self.repetition_weight >= 0, "reward.*_weight", "must be >= 0")
+
+
+@dataclass
+class GRPOConfig:
+    embodiment: dict[str, Any] = MISSING
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    checkpoint: str = "runs/wm/model"  # the SFT world model; LoRA adapters are trained on its transformer
+    idm_checkpoint: str = "runs/idm/model"  # decoder for the executability reward
+    dataset_root: str = "runs/idm_data/train"  # prompts: history windows + instructions (+ actions, ground truth)
+    camera: str = "cam_high"
+    run_dir: str = "runs/grpo"
+    num_future_frames: int = 8
+    steps: int = 10  # denoising steps of the training rollouts (Flow-GRPO: 10)
+    flow_shift: float = 3.0
+    noise_level: float = 0.7  # a of the SDE noise scale
+    group_size: int = 8  # G rollouts per prompt (EVA: 8)
+    prompts_per_step: int = 2  # prompts per iteration; their G rollouts each form the global batch
+    updates_per_step: int = 2  # optimiser steps per iteration (the batch split into this many mini-batches)
+    micro_batch: int = 8  # samples per forward/backward; accumulation = mini-batch per process / micro_batch
+    train_timesteps: str = "all"  # all | fraction | early | window (rl_post_train.grpo.choose_train_steps)
+    train_fraction: float = 0.5
+    early_steps: int = 4
+    sde_window: list[int] = field(default_factory=lambda: [0, 4])
+    clip_range: float = 1e-3
+    adv_clip: float = 5.0
+    kl_beta: float = 0.01
+    lora_rank: int = 32
+    lora_alpha: float = 32.0
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_steps: int = 200
+    max_minutes: float = 30.0
+    log_every: int = 1
+    checkpoint_every: int = 5
+    video_every: int = 10  # mp4 of a group's rollouts every N iterations (0 = never)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.train_timesteps in ("all", "fraction", "early", "window"), "train_timesteps",
+               f"must be all, fraction, early or window, got '{self.train_timesteps}'")
+        _check(0 < self.train_fraction <= 1, "train_fraction", f"must be in (0, 1], got {self.train_fraction}")
+        _check(0 < self.early_steps <= self.steps, "early_steps", f"must be in [1, steps={self.steps}], got {self.early_steps}")
+        _check(len(self.sde_window) == 2 and 0 <= self.sde_window[0] < self.sde_window[1] <= self.steps,
+               "sde_window", f"expected [start, end) inside [0, steps={self.steps}], got {list(self.sde_window)}")
+        _check(self.group_size >= 2, "group_size", f"needs at least 2 rollouts per prompt, got {self.group_size}")
+        _check(self.noise_level > 0, "noise_level", f"must be positive (the policy needs noise), got {self.noise_level}")
+        _check(self.camera in CAMERAS, "camera", f"unknown '{self.camera}'; known {list(CAMERAS)}")
+        for name in ("steps", "prompts_per_step", "updates_per_step", "micro_batch", "max_steps", "log_every",
+                     "checkpoint_every", "lora_rank", "num_future_frames"):
+            _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
+        _check(self.clip_range > 0 and self.adv_clip > 0 and self.lr > 0 and self.max_minutes > 0,
+               "clip_range/adv_clip/lr/max_minutes", "must be positive")
+        _check(self.kl_beta >= 0, "kl_beta", f"must be >= 0, got {self.kl_beta}")
+
+    def batch_arithmetic(self, world_size: int) -> dict[str, int]:
+        """Samples per iteration, per process, per mini-batch and the accumulation; refused unless all divide."""
+        total = self.prompts_per_step * self.group_size
+        if self.prompts_per_step % world_size:
+            raise ValueError(f"batch arithmetic: prompts_per_step={self.prompts_per_step} does not divide over "
+                             f"{world_size} processes (each process owns whole groups of group_size={self.group_size})")
+        per_rank = total // world_size
+        if per_rank % self.updates_per_step:
+            raise ValueError(f"batch arithmetic: {per_rank} samples per process (prompts_per_step={self.prompts_per_step}"
+                             f" x group_size={self.group_size} / {world_size} processes) do not split into "
+                             f"updates_per_step={self.updates_per_step} mini-batches")
+        per_update = per_rank // self.updates_per_step
+        if per_update % self.micro_batch:
+            raise ValueError(f"batch arithmetic: a mini-batch of {per_update} samples per process does not split into "
+                             f"micro_batch={self.micro_batch} (try a divisor of {per_update})")
+        return {"samples_per_step": total, "samples_per_process": per_rank, "samples_per_update": per_update * world_size,
+                "micro_batch": self.micro_batch, "accumulation": per_update // self.micro_batch}
+
+
+@dataclass
+class CalibrateRewardConfig:
+    embodiment: dict[str, Any] = MISSING
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    checkpoint: str = "runs/wm/model"  # the pre-trained (SFT) world model
+    idm_checkpoint: str = "runs/idm/model"
+    dataset_root: str = "runs/idm_data/train"
+    camera: str = "cam_high"
+    output: str = "runs/grpo/executability_calibration.json"
+    num_prompts: int = 64
+    num_future_frames: int = 8
+    steps: int = 10
+    flow_shift: float = 3.0
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_prompts", "num_future_frames", "steps", "batch_size"):
+            _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
+
+
+# Primary config (configs/<name>.yaml) -> the schema its app validates against.
 APP_SCHEMAS: dict[str, type] = {
     "collect": CollectConfig,
     "evaluate": EvaluateConfig,
@@ -337,4 +486,6 @@ APP_SCHEMAS: dict[str, type] = {
     "eval_idm": EvalIDMConfig,
     "train_wm": TrainWMConfig,
     "eval_wm": EvalWMConfig,
+    "grpo": GRPOConfig,
+    "calibrate_reward": CalibrateRewardConfig,
 }

@@ -59,3 +59,12 @@ def tiny_dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny") / "dataset"
     cfg = tiny_collect_config(root, episodes=TINY_EPISODES_PER_TASK, workers=1)
     return collect(cfg)
+
+
+@pytest.fixture(scope="session")
+def lift_dataset(tmp_path_factory):
+    """A two-episode lift_bar dataset (64x64 head camera) for the world-model and post-training tests."""
+    from sim.collect import collect
+
+    root = tmp_path_factory.mktemp("wm") / "dataset"
+    return collect(tiny_collect_config(root, episodes=2, tasks=["lift_bar"], workers=1))

@@ -10,6 +10,7 @@ level 0, so only the future frames are denoised.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
@@ -48,6 +49,18 @@ def to_unit_float(frames, name: str) -> torch.Tensor:
     if frames.min() < -1e-3 or frames.max() > 1 + 1e-3:
         raise ValueError(f"{name}: float frames must be in [0, 1], got [{frames.min():.3g}, {frames.max():.3g}]")
     return frames.float()
+
+
+@dataclass
+class RolloutInputs:
+    """The encoded conditioning of a batch of rollouts (``WorldModelPipeline.prepare``)."""
+
+    text_states: torch.Tensor  # (B, L, text_dim)
+    hist_latents: torch.Tensor  # (B, z, n_hist, h, w), clean
+    noise: torch.Tensor  # (B, z, n_future, h, w), each sample from its own seed
+    condition: torch.Tensor | None  # image-to-video mask + condition channels
+    latent_actions: torch.Tensor | None  # (B, F, frames_per_latent, 14)
+    num_frames: int
 
 
 class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
@@ -98,6 +111,44 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         return condition, latent_actions
 
     @torch.no_grad()
+    def prepare(self, history, instruction: str | list[str], actions=None, *, num_frames: int = 8,
+                seed: int | list[int] = 0) -> RolloutInputs:
+        """Check and encode the conditioning of a rollout; draw each sample's initial noise from its own seed."""
+        history = to_unit_float(history, "history")
+        b = history.shape[0]
+        actions = None if actions is None else torch.as_tensor(actions, dtype=torch.float32)
+        self.check_inputs(history, num_frames, actions)
+        texts = [instruction] * b if isinstance(instruction, str) else list(instruction)
+        if len(texts) != b:
+            raise ValueError(f"instruction: {len(texts)} texts for a batch of {b}")
+        seeds = [seed + i for i in range(b)] if isinstance(seed, int) else list(seed)
+        if len(seeds) != b:
+            raise ValueError(f"seed: {len(seeds)} seeds for a batch of {b}")
+
+        device = self.transformer.device
+        hist_latents = encode_video(self.vae, with_anchor(history).to(device))
+        n_hist, n_future = clip_layout(self.config.num_history_frames, num_frames, self.temporal_stride)
+        _, z, _, h, w = hist_latents.shape
+        noise = torch.stack([torch.randn(z, n_future, h, w, generator=torch.Generator().manual_seed(int(s)))
+                             for s in seeds]).to(device)
+        condition, latent_actions = self.model_inputs(hist_latents, n_hist + n_future,
+                                                      None if actions is None else actions.to(device))
+        return RolloutInputs(self.encode_text(texts), hist_latents, noise, condition, latent_actions, num_frames)
+
+    def predict_velocity(self, latents: torch.Tensor, sigma: torch.Tensor | float, inputs: RolloutInputs
+                         ) -> torch.Tensor:
+        """The velocity of (B, z, F, h, w) latents whose future frames sit at noise level ``sigma`` (history clean)."""
+        n_hist = inputs.hist_latents.shape[2]
+        frame_sigmas = torch.zeros(latents.shape[0], latents.shape[2], device=latents.device)
+        frame_sigmas[:, n_hist:] = torch.as_tensor(sigma, dtype=torch.float32, device=latents.device).view(-1, 1)
+        return velocity(self.transformer, latents, frame_sigmas, inputs.text_states,
+                        action_encoder=self.action_encoder, actions=inputs.latent_actions, condition=inputs.condition)
+
+    def decode(self, latents: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Latents (B, z, F, h, w) -> the last ``num_frames`` frames (B, num_frames, 3, H, W) in [0, 1]."""
+        return decode_latents(self.vae, latents)[:, -num_frames:]
+
+    @torch.no_grad()
     def rollout(self, history, instruction: str | list[str], actions=None, *, num_frames: int = 8,
                 steps: int = 20, seed: int | list[int] = 0, sampler: str = "euler", flow_shift: float = 3.0,
                 progress: bool = False) -> torch.Tensor:
@@ -111,37 +162,13 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             the rest of the batch.
         Returns (B, num_frames, 3, h, w) float in [0, 1].
         """
-        history = to_unit_float(history, "history")
-        b = history.shape[0]
-        actions = None if actions is None else torch.as_tensor(actions, dtype=torch.float32)
-        self.check_inputs(history, num_frames, actions)
-        texts = [instruction] * b if isinstance(instruction, str) else list(instruction)
-        if len(texts) != b:
-            raise ValueError(f"instruction: {len(texts)} texts for a batch of {b}")
-        seeds = [seed + i for i in range(b)] if isinstance(seed, int) else list(seed)
-        if len(seeds) != b:
-            raise ValueError(f"seed: {len(seeds)} seeds for a batch of {b}")
-
-        device = self.transformer.device
-        text_states = self.encode_text(texts)
-        hist_latents = encode_video(self.vae, with_anchor(history).to(device))
-        n_hist, n_future = clip_layout(self.config.num_history_frames, num_frames, self.temporal_stride)
-        _, z, _, h, w = hist_latents.shape
-        noise = torch.stack([torch.randn(z, n_future, h, w, generator=torch.Generator().manual_seed(int(s)))
-                             for s in seeds]).to(device)
-        latents = torch.cat([hist_latents, noise], dim=2)
-        condition, latent_actions = self.model_inputs(hist_latents, n_hist + n_future,
-                                                      None if actions is None else actions.to(device))
-
+        inputs = self.prepare(history, instruction, actions, num_frames=num_frames, seed=seed)
+        hist = inputs.hist_latents
+        latents = torch.cat([hist, inputs.noise], dim=2)
         scheduler = make_scheduler(sampler, flow_shift)
-        scheduler.set_timesteps(steps, device=device)
-        sigmas = scheduler.sigmas
-        frame_sigmas = torch.zeros(b, n_hist + n_future, device=device)
+        scheduler.set_timesteps(steps, device=latents.device)
         for i, t in enumerate(self.progress_bar(scheduler.timesteps) if progress else scheduler.timesteps):
-            frame_sigmas[:, n_hist:] = sigmas[i]
-            v = velocity(self.transformer, latents, frame_sigmas, text_states, action_encoder=self.action_encoder,
-                         actions=latent_actions, condition=condition)
+            v = self.predict_velocity(latents, scheduler.sigmas[i], inputs)
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
-            latents[:, :, :n_hist] = hist_latents  # history stays clean
-        video = decode_latents(self.vae, latents)
-        return video[:, -num_frames:]
+            latents[:, :, :hist.shape[2]] = hist  # history stays clean
+        return self.decode(latents, num_frames)

@@ -1,25 +1,14 @@
-"""A two-episode lift_bar dataset (64x64 head camera) and tiny world-model training settings."""
+"""Tiny world-model training settings (the two-episode lift_bar dataset is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import pytest
-
 import configs
 from configs.schema import TrainWMConfig, validate
-from tests.conftest import tiny_collect_config
 
 TINY_WM = ["world_model.image_size=[64,64]", "world_model.transformer.num_layers=1",
            "world_model.transformer.ffn_dim=64", "world_model.transformer.attention_head_dim=8",
            "world_model.transformer.num_attention_heads=2", "batch_size=2", "val_windows=2", "log_every=1",
            "warmup_steps=1", "val_episodes_per_task=1", "task=[lift_bar]", "num_future_frames=4"]
-
-
-@pytest.fixture(scope="session")
-def lift_dataset(tmp_path_factory):
-    from sim.collect import collect
-
-    root = tmp_path_factory.mktemp("wm") / "dataset"
-    return collect(tiny_collect_config(root, episodes=2, tasks=["lift_bar"], workers=1))
 
 
 def wm_train_config(root, run_dir, *overrides) -> TrainWMConfig:

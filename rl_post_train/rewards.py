@@ -1,0 +1,195 @@
+"""Verifiable rewards for post-training the world model.
+
+Every reward returns a :class:`RewardOutput`: per-sample totals ``(B,)`` (higher is better) and
+named per-sample components for logging. Rewards never clean up bad values: a NaN or inf in a
+sample's total is left there for the GRPO step to drop and count (``rl_post_train.grpo``).
+
+* :class:`ExecutabilityReward` (EVA, section 4.2, eqs 5-9): finite differences of the IDM-decoded
+  actions at the control interval; Huber penalties on acceleration and jerk; squared violations of
+  the embodiment's velocity and acceleration limits; ``R = (1 + P / P_0)^(-gamma)``. Vector
+  quantities are summed over the 14 joints, then averaged over time. A frozen video decodes to
+  constant actions with zero penalty, the reward hack EVA reports (static robots, its figure S2); the
+  motion gate multiplies R by ``min(1, mean speed / min_speed)``, so a video whose decoded joints move
+  less than ``min_speed`` (calibrated with ``P_0``) earns proportionally less, and a frozen one earns 0.
+* :func:`perceptual_reward` (RLVR-World): ``-(L1 + LPIPS)`` of predicted against ground-truth frames,
+  averaged over frames (RLVR-World sums over frames; the mean keeps the scale independent of the
+  clip length, which group-normalised advantages ignore anyway), or MSE, MAE, PSNR, SSIM variants.
+* :func:`repetition_reward` (RLVR-World's repetition penalty): minus the rate of consecutive
+  identical frames.
+* :func:`weighted_sum`: several rewards into one, components kept under ``<name>/<component>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from configs.embodiment import Embodiment
+from configs.run_files import atomic_write_json
+from configs.schema import ExecutabilityRewardConfig
+from idm.decode import to_control_rate
+from world_model.metrics import lpips_model, mae, mse, psnr, repetition_rate, ssim
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_FILE = "executability_calibration.json"
+CALIBRATE_COMMAND = "eva-calibrate-reward"
+PERCEPTUAL_METRICS = ("l1_lpips", "l1", "lpips", "mse", "mae", "psnr", "ssim")
+
+
+@dataclass
+class RewardOutput:
+    total: torch.Tensor  # (B,), higher is better
+    components: dict[str, torch.Tensor]  # name -> (B,)
+
+
+def huber(x: torch.Tensor, delta: float) -> torch.Tensor:
+    """EVA eq. 5, element-wise: x^2 / 2 inside |x| <= delta, delta (|x| - delta / 2) outside."""
+    a = x.abs()
+    return torch.where(a <= delta, 0.5 * x * x, delta * (a - 0.5 * delta))
+
+
+def finite_differences(actions: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Velocity, acceleration and jerk of (B, T, D) actions by backward differences at interval dt.
+
+    Shapes (B, T-1, D), (B, T-2, D), (B, T-3, D); T must be at least 4 for a jerk.
+    """
+    if actions.ndim != 3:
+        raise ValueError(f"actions: expected (B, T, D), got {tuple(actions.shape)}")
+    if actions.shape[1] < 4:
+        raise ValueError(f"actions: {actions.shape[1]} steps; the jerk needs at least 4")
+    v = torch.diff(actions, dim=1) / dt
+    acc = torch.diff(v, dim=1) / dt
+    jerk = torch.diff(acc, dim=1) / dt
+    return v, acc, jerk
+
+
+@dataclass
+class Calibration:
+    """The reward scale estimated from rollouts of the pre-trained model, stored with the run."""
+
+    p0: float
+    min_speed: float
+    num_rollouts: int
+    source: str  # what produced it (checkpoint, IDM, prompts)
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(Path(path), self.__dict__)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Calibration":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no executability calibration (P_0); make it with "
+                                    f"`{CALIBRATE_COMMAND} checkpoint=<world model> idm_checkpoint=<idm> "
+                                    f"output={path}`")
+        d = json.loads(path.read_text())
+        missing = [k for k in ("p0", "min_speed", "num_rollouts", "source") if k not in d]
+        if missing:
+            raise ValueError(f"{path}: calibration lacks fields {missing}")
+        if not d["p0"] > 0:
+            raise ValueError(f"{path}: field 'p0' must be positive, got {d['p0']}")
+        return cls(**{k: d[k] for k in ("p0", "min_speed", "num_rollouts", "source")})
+
+
+class ExecutabilityReward:
+    """EVA's IDM executability reward on decoded actions at the video frame rate.
+
+    ``penalty`` computes EVA's P(A) and its four terms; ``__call__`` maps it to the bounded reward.
+    The actions are first interpolated to the embodiment's control rate (``rate='control'``, the
+    same linear interpolation the robot executes, ``idm.decode.to_control_rate``) or differenced at
+    the video interval (``rate='video'``).
+    """
+
+    def __init__(self, cfg: ExecutabilityRewardConfig, embodiment: Embodiment, calibration: Calibration | None):
+        self.cfg = cfg
+        self.embodiment = embodiment
+        self.calibration = calibration
+        self.v_max = torch.as_tensor(embodiment.velocity_limit, dtype=torch.float32)
+        self.a_max = torch.as_tensor(embodiment.acceleration_limit, dtype=torch.float32)
+
+    def rate_and_actions(self, actions: torch.Tensor, video_fps: float) -> tuple[torch.Tensor, float]:
+        actions = torch.as_tensor(actions, dtype=torch.float32)
+        if actions.ndim != 3 or actions.shape[-1] != len(self.embodiment.joint_names):
+            raise ValueError(f"actions: expected (B, T, {len(self.embodiment.joint_names)}) for "
+                             f"{self.embodiment.name}, got {tuple(actions.shape)}")
+        if self.cfg.rate == "control":
+            return to_control_rate(actions, video_fps, self.embodiment.control_rate_hz), self.embodiment.dt
+        return actions, 1.0 / video_fps
+
+    def penalty(self, actions: torch.Tensor, video_fps: float) -> dict[str, torch.Tensor]:
+        """EVA eqs 6-8 per sample: the four terms, their weighted sum ``penalty`` and the mean speed."""
+        a, dt = self.rate_and_actions(actions, video_fps)
+        v, acc, jerk = finite_differences(a, dt)
+        c = self.cfg
+        p_acc_smooth = huber(acc, c.delta_acc).sum(-1).mean(-1)
+        p_jerk = huber(jerk, c.delta_jerk).sum(-1).mean(-1)
+        p_vel = (torch.clamp(v.abs() - self.v_max, min=0) ** 2).sum(-1).mean(-1)
+        p_acc = (torch.clamp(acc.abs() - self.a_max, min=0) ** 2).sum(-1).mean(-1)
+        total = c.lambda_jerk * p_jerk + c.lambda_acc * p_acc_smooth + c.lambda_vel_limit * p_vel \
+            + c.lambda_acc_limit * p_acc
+        return {"penalty": total, "jerk": p_jerk, "acc_smooth": p_acc_smooth, "vel_limit": p_vel,
+                "acc_limit": p_acc, "mean_speed": v.abs().mean(dim=(1, 2)),
+                "vel_violation_frac": (v.abs() > self.v_max).any(-1).float().mean(-1),
+                "acc_violation_frac": (acc.abs() > self.a_max).any(-1).float().mean(-1)}
+
+    def __call__(self, actions: torch.Tensor, video_fps: float) -> RewardOutput:
+        if self.calibration is None:
+            raise ValueError(f"the executability reward needs P_0; run `{CALIBRATE_COMMAND}` first")
+        parts = self.penalty(actions, video_fps)
+        r = (1 + parts["penalty"] / self.calibration.p0) ** (-self.cfg.gamma)
+        gate = torch.ones_like(r)
+        if self.calibration.min_speed > 0:
+            gate = torch.clamp(parts["mean_speed"] / self.calibration.min_speed, max=1.0)
+        parts["motion_gate"] = gate
+        parts["smoothness"] = r
+        return RewardOutput(total=r * gate, components=parts)
+
+
+def perceptual_reward(pred: torch.Tensor, truth: torch.Tensor, metric: str = "l1_lpips") -> RewardOutput:
+    """RLVR-World's reward of predicted vs ground-truth frames, (B, T, 3, H, W) in [0, 1] -> (B,).
+
+    ``l1_lpips``: -(L1 + LPIPS); ``l1``, ``lpips``, ``mse``, ``mae``: minus that; ``psnr``, ``ssim``: as is.
+    Every component is a per-sample mean over frames.
+    """
+    if metric not in PERCEPTUAL_METRICS:
+        raise ValueError(f"perceptual metric '{metric}': expected one of {PERCEPTUAL_METRICS}")
+    if pred.shape != truth.shape or pred.ndim != 5:
+        raise ValueError(f"pred {tuple(pred.shape)} and truth {tuple(truth.shape)}: expected equal (B, T, 3, H, W)")
+    comps: dict[str, torch.Tensor] = {}
+    if metric in ("l1_lpips", "l1", "mae"):
+        comps["l1"] = mae(pred, truth).mean(1)
+    if metric in ("l1_lpips", "lpips"):
+        lp = lpips_model(pred.device)
+        with torch.no_grad():
+            comps["lpips"] = lp(pred.flatten(0, 1), truth.flatten(0, 1)).view(pred.shape[:2]).mean(1)
+    if metric == "mse":
+        comps["mse"] = mse(pred, truth).mean(1)
+    if metric == "psnr":
+        comps["psnr"] = psnr(pred, truth).mean(1)
+    if metric == "ssim":
+        comps["ssim"] = ssim(pred, truth).mean(1)
+    sign = 1.0 if metric in ("psnr", "ssim") else -1.0
+    return RewardOutput(total=sign * sum(comps.values()), components=comps)
+
+
+def repetition_reward(video: torch.Tensor, tol: float = 1.0 / 255) -> RewardOutput:
+    """Minus the rate of consecutive (near-)identical frames of (B, T, 3, H, W) videos."""
+    rate = repetition_rate(video, tol=tol)
+    return RewardOutput(total=-rate, components={"repetition_rate": rate})
+
+
+def weighted_sum(outputs: dict[str, RewardOutput], weights: dict[str, float]) -> RewardOutput:
+    """sum_k w_k R_k, with every component kept as ``<reward>/<component>`` and each total as ``<reward>``."""
+    missing = sorted(set(outputs) ^ set(weights))
+    if missing:
+        raise ValueError(f"rewards {sorted(outputs)} and weights {sorted(weights)} differ in {missing}")
+    total = sum(weights[k] * o.total for k, o in outputs.items())
+    comps = {k: o.total for k, o in outputs.items()}
+    for k, o in outputs.items():
+        comps |= {f"{k}/{c}": v for c, v in o.components.items()}
+    return RewardOutput(total=total, components=comps)

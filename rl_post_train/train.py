@@ -1,0 +1,312 @@
+"""eva-grpo: Flow-GRPO post-training of the world model with LoRA on verifiable rewards.
+
+    eva-calibrate-reward checkpoint=runs/wm/model idm_checkpoint=runs/idm/model     # EVA's P_0, once
+    eva-grpo reward=executability checkpoint=runs/wm/model idm_checkpoint=runs/idm/model
+    eva-grpo reward=perceptual checkpoint=runs/wm/model
+    torchrun --nproc_per_node=2 --master_addr=127.0.0.1 -m rl_post_train.train ...   # GLOO_SOCKET_IFNAME=lo on CPU
+
+One iteration, top to bottom:
+  1. prompts: ``prompts_per_step`` windows of the dataset (the last H frames as history, the instruction;
+     for ``reward=perceptual`` also the recorded actions and the next frames as ground truth), each
+     repeated ``group_size`` times; every process owns whole groups.
+  2. sampling: the SDE sampler (``rl_post_train.grpo.sample_sde``) records every latent and the
+     log-probability of every noisy step, in chunks of ``micro_batch`` (the same chunks the update
+     recomputes, so the first ratio is exactly 1).
+  3. rewards: decoded frames -> IDM actions -> executability (EVA), or -(L1 + LPIPS) against ground
+     truth (RLVR-World), plus optional perceptual/repetition terms; a non-finite reward drops its sample.
+  4. advantages: per group, normalised and clipped; groups with no spread are dropped.
+  5. update: ``updates_per_step`` optimiser steps, each over its mini-batch with gradient accumulation
+     over micro-batches and the chosen denoising steps: PPO-clipped ratio + beta KL to the model with LoRA
+     off; gradients summed over processes, normalised by the global count of kept samples x trained steps.
+  6. log (TensorBoard + metrics.jsonl), checkpoint (LoRA weights + optimiser + step; all randomness
+     derives from (seed, step, sample), so a rerun resumes exactly), sample videos.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from configs.embodiment import Embodiment
+from configs.run_files import replace_dir, save_resolved_config
+from configs.schema import GRPOConfig, validate
+from idm.decode import decode_video
+from idm.model import InverseDynamicsModel
+from rl_post_train.grpo import (choose_train_steps, gaussian_kl, group_advantages, ppo_loss, sample_sde,
+                                step_log_prob)
+from rl_post_train.rewards import (CALIBRATION_FILE, Calibration, ExecutabilityReward, RewardOutput,
+                                   perceptual_reward, repetition_reward, weighted_sum)
+from sim.dataset import LeRobotDataset
+from sim.video import write_mp4
+from world_model.data import ClipWindows
+from world_model.pipeline import WorldModelPipeline
+from world_model.train import LORA_TARGETS, setup_distributed
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "grpo_state.pt"
+
+
+class Scorer:
+    """The configured rewards of a batch: executability (needs the IDM), perceptual, repetition."""
+
+    def __init__(self, cfg: GRPOConfig, embodiment: Embodiment, fps: int, calibration: Calibration | None):
+        self.cfg, self.fps = cfg.reward, fps
+        self.weights: dict[str, float] = {}
+        if self.cfg.name == "executability":
+            self.idm = InverseDynamicsModel.from_pretrained(cfg.idm_checkpoint, embodiment=embodiment).eval()
+            self.executability = ExecutabilityReward(self.cfg.executability, embodiment, calibration)
+            self.weights["executability"] = 1.0
+        if self.cfg.name == "perceptual" or self.cfg.perceptual_weight > 0:
+            self.weights["perceptual"] = 1.0 if self.cfg.name == "perceptual" else self.cfg.perceptual_weight
+        if self.cfg.repetition_weight > 0:
+            self.weights["repetition"] = self.cfg.repetition_weight
+
+    def decode_actions(self, history: torch.Tensor, pred: torch.Tensor) -> torch.Tensor | None:
+        """IDM actions of the last history frame and the prediction (a jump at the seam is penalised too)."""
+        if "executability" not in self.weights:
+            return None
+        return decode_video(self.idm, torch.cat([history, pred], dim=1))[:, history.shape[1] - 1:]
+
+    def __call__(self, actions: torch.Tensor | None, pred: torch.Tensor, truth: torch.Tensor
+                 ) -> dict[str, RewardOutput]:
+        out = {}
+        if "executability" in self.weights:
+            out["executability"] = self.executability(actions, self.fps)
+        if "perceptual" in self.weights:
+            out["perceptual"] = perceptual_reward(pred, truth, self.cfg.perceptual_metric)
+        if "repetition" in self.weights:
+            out["repetition"] = repetition_reward(pred)
+        return out
+
+
+def advantages_of(cfg: GRPOConfig, rewards: dict[str, RewardOutput], weights: dict[str, float]):
+    """Group advantages of the combined reward (``sum``), or the weighted sum of per-reward advantages."""
+    total = weighted_sum(rewards, weights)
+    if cfg.reward.combine == "sum":
+        adv, keep, counts = group_advantages(total.total, cfg.group_size, cfg.adv_clip)
+        return adv, keep, counts, total
+    adv, keep, counts = 0, True, {}
+    for k, r in rewards.items():
+        a, kp, c = group_advantages(r.total, cfg.group_size, cfg.adv_clip)
+        adv, keep = adv + weights[k] * a, keep & kp
+        counts = {n: counts.get(n, 0) + v for n, v in c.items()}
+    return adv * keep, keep, counts, total
+
+
+def load_calibration(cfg: GRPOConfig, run_dir: Path, rank: int) -> Calibration | None:
+    if cfg.reward.name != "executability":
+        return None
+    src = Path(cfg.reward.executability.calibration_file or run_dir / CALIBRATION_FILE)
+    calibration = Calibration.load(src)  # refuses with the command that makes it
+    if rank == 0 and src.resolve() != (run_dir / CALIBRATION_FILE).resolve():
+        calibration.save(run_dir / CALIBRATION_FILE)  # stored with the run
+    log.info("executability reward: P_0 = %.4g, motion floor %.4g rad/s (%s)", calibration.p0,
+             calibration.min_speed, src)
+    return calibration
+
+
+def save_lora_model(pipe: WorldModelPipeline, base: str, out: Path) -> None:
+    """The base pipeline's folders plus ``pytorch_lora_weights.safetensors``: a loadable world model."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base, tmp, ignore=shutil.ignore_patterns("pytorch_lora_weights.safetensors"))
+    WorldModelPipeline.save_lora_weights(tmp, transformer_lora_layers=get_peft_model_state_dict(pipe.transformer))
+    replace_dir(tmp, out)
+
+
+def train(cfg: GRPOConfig) -> Path:
+    rank, world = setup_distributed()
+    arith = cfg.batch_arithmetic(world)  # refuses a split that does not divide, with the numbers
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    embodiment = Embodiment.from_dict(cfg.embodiment, source="config 'embodiment'")
+    calibration = load_calibration(cfg, run_dir, rank)
+    if (Path(cfg.checkpoint) / "pytorch_lora_weights.safetensors").exists():
+        raise ValueError(f"{cfg.checkpoint}: a LoRA checkpoint; GRPO starts from a full model (fuse it first)")
+    pipe = WorldModelPipeline.from_pretrained(cfg.checkpoint)
+    fps, h = pipe.config.fps, pipe.config.num_history_frames
+    scorer = Scorer(cfg, embodiment, fps, calibration)
+    ds = LeRobotDataset(cfg.dataset_root, expected_embodiment=embodiment.name)
+    windows = ClipWindows(ds, list(range(len(ds))), cfg.camera, fps, h + cfg.num_future_frames,
+                          tuple(pipe.config.image_size), progress=rank == 0)
+    log.info("GRPO: %s reward, %s; %d prompt windows", cfg.reward.name, arith, len(windows))
+
+    # LoRA on the transformer; everything else frozen. B = 0 at start: the policy equals the reference.
+    for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.action_encoder):
+        if module is not None:
+            module.requires_grad_(False).eval()
+    torch.manual_seed(cfg.seed)  # LoRA A matrices are drawn from the global generator
+    targets = [t for t in LORA_TARGETS if any(n.endswith(t) for n, _ in pipe.transformer.named_modules())]
+    pipe.transformer.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=targets))
+    params = {n: p for n, p in pipe.transformer.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    step, elapsed = 0, 0.0
+    ckpt = run_dir / "checkpoint"
+    if (ckpt / STATE_FILE).exists():
+        state = torch.load(ckpt / STATE_FILE, weights_only=False)
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(state["params"][k])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed = state["step"], state["elapsed"]
+        log.info("resumed from %s at step %d", ckpt, step)
+
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=step) if rank == 0 else None
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"grpo {cfg.reward.name}", unit="it", disable=rank != 0)
+    t0 = time.time() - elapsed
+    g, mb = cfg.group_size, cfg.micro_batch
+    my_prompts = slice(rank * cfg.prompts_per_step // world, (rank + 1) * cfg.prompts_per_step // world)
+    while step < cfg.max_steps:
+        timing = {}
+        rng = np.random.default_rng((cfg.seed, step))
+        # 1. prompts: the same global draw on every process, each takes its groups
+        episodes, starts = windows.sample_index(rng, cfg.prompts_per_step)
+        sde_steps, train_steps = choose_train_steps(cfg.train_timesteps, cfg.steps, rng, cfg.train_fraction,
+                                                    cfg.early_steps, tuple(cfg.sde_window))
+        frames, actions, texts = windows.batch(episodes[my_prompts], starts[my_prompts])
+        frames, actions = frames.repeat_interleave(g, 0), actions.repeat_interleave(g, 0)
+        texts = [t for t in texts for _ in range(g)]
+        history, truth = frames[:, :h], frames[:, h:]
+        first = my_prompts.start * g
+        seeds = [cfg.seed * 1_000_003 + step * 10_007 + first + j for j in range(len(texts))]
+
+        # 2. sampling, in micro-batch chunks
+        t = time.time()
+        trajs = []
+        for c in range(0, len(texts), mb):
+            sl = slice(c, c + mb)
+            inputs = pipe.prepare(history[sl], texts[sl], actions[sl] if cfg.reward.mode == "simulator" else None,
+                                  num_frames=cfg.num_future_frames, seed=seeds[sl])
+            trajs.append(sample_sde(pipe, inputs, seeds[sl], cfg.steps, cfg.noise_level, sde_steps, cfg.flow_shift))
+        timing["sampling"] = time.time() - t
+
+        # 3. decoding (latents -> frames -> IDM actions) and rewards
+        t = time.time()
+        with torch.no_grad():
+            pred = torch.cat([pipe.decode(tr.latents[-1], cfg.num_future_frames) for tr in trajs])
+            decoded = scorer.decode_actions(history, pred)
+        timing["decoding"] = time.time() - t
+        t = time.time()
+        rewards = scorer(decoded, pred, truth)
+        timing["reward"] = time.time() - t
+
+        # 4. advantages per group (groups never span processes)
+        adv, keep, counts, total = advantages_of(cfg, rewards, scorer.weights)
+
+        # 5. update: mini-batches of micro-batch chunks, gradient accumulation, one optimiser step each
+        t = time.time()
+        chunks_per_update = len(trajs) // cfg.updates_per_step
+        stats = {"ratio": [], "clipped": [], "kl": [], "policy_loss": []}
+        grad_norm = torch.zeros(())
+        for u in range(cfg.updates_per_step):
+            mine = range(u * chunks_per_update, (u + 1) * chunks_per_update)
+            kept = torch.tensor(float(sum(keep[c * mb:(c + 1) * mb].sum() for c in mine)))
+            if world > 1:
+                dist.all_reduce(kept)
+            optimizer.zero_grad(set_to_none=True)
+            if kept == 0:
+                continue  # nothing to learn from in this mini-batch (all groups dropped)
+            norm = kept * len(train_steps)
+            for c in mine:
+                sl = slice(c * mb, (c + 1) * mb)
+                traj, a, k = trajs[c], adv[sl], keep[sl].float()
+                for i in train_steps:
+                    logp, mean, std = step_log_prob(pipe, traj, i, slice(None), cfg.noise_level)
+                    policy, ratio, clipped = ppo_loss(logp, traj.log_probs[:, i], a, cfg.clip_range)
+                    loss = policy
+                    if cfg.kl_beta > 0:
+                        _, mean_ref, _ = step_log_prob(pipe, traj, i, slice(None), cfg.noise_level, reference=True)
+                        kl = gaussian_kl(mean, mean_ref, std)
+                        loss = loss + cfg.kl_beta * kl
+                        stats["kl"].append(kl[k > 0].detach())
+                    ((loss * k).sum() / norm).backward()
+                    stats["ratio"].append(ratio[k > 0].detach())
+                    stats["clipped"].append(clipped[k > 0].float().detach())
+                    stats["policy_loss"].append(policy[k > 0].detach())
+            if world > 1:
+                for p in params.values():
+                    dist.all_reduce(p.grad)
+            grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
+            optimizer.step()
+        timing["update"] = time.time() - t
+        step += 1
+        bar.update(1)
+
+        # 6. log, checkpoint, videos
+        out_of_time = time.time() - t0 > 60 * cfg.max_minutes
+        last = step == cfg.max_steps or out_of_time
+        if rank == 0 and (step % cfg.log_every == 0 or last):
+            cat = {k: torch.cat(v) if v else torch.zeros(0) for k, v in stats.items()}
+            finite = torch.isfinite(total.total)
+            record = {"step": step, "reward": float(total.total[finite].mean()) if finite.any() else float("nan"),
+                      **{f"reward/{k}": float(v[torch.isfinite(v)].mean()) for k, v in total.components.items()
+                         if torch.isfinite(v).any()},
+                      "kl": float(cat["kl"].mean()) if cat["kl"].numel() else 0.0,
+                      "clip_fraction": float(cat["clipped"].mean()) if cat["clipped"].numel() else 0.0,
+                      "ratio_mean": float(cat["ratio"].mean()) if cat["ratio"].numel() else 1.0,
+                      "ratio_min": float(cat["ratio"].min()) if cat["ratio"].numel() else 1.0,
+                      "ratio_max": float(cat["ratio"].max()) if cat["ratio"].numel() else 1.0,
+                      "policy_loss": float(cat["policy_loss"].mean()) if cat["policy_loss"].numel() else 0.0,
+                      "zero_std_ratio": counts["zero_std_groups"] / max(counts["groups"], 1),
+                      "dropped_nonfinite": counts["nonfinite_rewards"], "grad_norm": float(grad_norm),
+                      "trained_steps": len(train_steps), **{f"time/{k}": v for k, v in timing.items()},
+                      "minutes": (time.time() - t0) / 60}
+            for k, v in record.items():
+                if k != "step":
+                    writer.add_scalar(k, v, step)
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.set_postfix(reward=f"{record['reward']:.4f}", kl=f"{record['kl']:.2e}")
+        if rank == 0 and cfg.video_every and (step % cfg.video_every == 0 or last):
+            # the first group: history then prediction, its rollouts side by side
+            video = torch.cat(list(torch.cat([history[:g], pred[:g]], dim=1)), dim=-1)
+            write_mp4(run_dir / "videos" / f"step_{step:05d}.mp4",
+                      (video.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8), fps=fps)
+        if rank == 0 and (step % cfg.checkpoint_every == 0 or last):
+            save_state(ckpt, params, optimizer, step, time.time() - t0)
+        if out_of_time:
+            log.warning("time budget of %.1f min spent at step %d of %d; stopping", cfg.max_minutes, step, cfg.max_steps)
+            break
+    bar.close()
+    if rank == 0:
+        writer.close()
+        save_lora_model(pipe, cfg.checkpoint, run_dir / "model")
+        log.info("saved %s", run_dir / "model")
+    if world > 1:
+        dist.barrier()
+    return run_dir / "model"
+
+
+def save_state(path: Path, params: dict[str, torch.nn.Parameter], optimizer, step: int, elapsed: float) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save({"params": {k: p.detach().clone() for k, p in params.items()}, "optimizer": optimizer.state_dict(),
+                "step": step, "elapsed": elapsed}, tmp / STATE_FILE)
+    replace_dir(tmp, path)
+
+
+@hydra.main(version_base=None, config_path="../configs", config_name="grpo")
+def main(dcfg: DictConfig) -> None:
+    cfg = validate(dcfg, GRPOConfig)
+    save_resolved_config(dcfg, cfg.run_dir, "grpo_config.yaml")
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

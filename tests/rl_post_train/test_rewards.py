@@ -1,0 +1,148 @@
+"""Rewards against values computed by hand (EVA eqs 5-9; RLVR-World's perceptual and repetition rewards)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from configs.schema import ExecutabilityRewardConfig
+from rl_post_train.rewards import (Calibration, ExecutabilityReward, finite_differences, huber, perceptual_reward,
+                                   repetition_reward, weighted_sum)
+
+# fps = 1 and rate = video: dt = 1, so velocities, accelerations and jerks are plain differences
+FPS = 1.0
+JOINT = 1  # left shoulder
+
+
+def one_joint(values) -> torch.Tensor:
+    a = torch.zeros(1, len(values), 14)
+    a[0, :, JOINT] = torch.tensor(values, dtype=torch.float32)
+    return a
+
+
+def reward(embodiment, p0=2.0, min_speed=0.0, **cfg):
+    cfg = ExecutabilityRewardConfig(**{"rate": "video", "delta_acc": 0.5, "delta_jerk": 1.5, "lambda_jerk": 1.0,
+                                       "lambda_acc": 1.0, "lambda_vel_limit": 1.0, "lambda_acc_limit": 1.0,
+                                       "gamma": 1.0, **cfg})
+    return ExecutabilityReward(cfg, embodiment, Calibration(p0=p0, min_speed=min_speed, num_rollouts=1, source="test"))
+
+
+def test_huber_matches_eq5():
+    x = torch.tensor([0.0, 0.5, -1.0, 2.0, -3.0])
+    want = [0.0, 0.125, 0.5, 1.0 * (2.0 - 0.5), 1.0 * (3.0 - 0.5)]
+    assert huber(x, 1.0).tolist() == pytest.approx(want)
+
+
+def test_finite_differences_of_a_cubic():
+    t = torch.arange(8, dtype=torch.float64)
+    a = (t ** 3).view(1, -1, 1)
+    v, acc, jerk = finite_differences(a, dt=0.5)
+    assert torch.allclose(jerk, torch.full_like(jerk, 6 / 0.5 ** 3))  # third difference of t^3 is 6
+    assert v.shape[1] == 7 and acc.shape[1] == 6 and jerk.shape[1] == 5
+
+
+def test_smooth_ramp_has_no_penalty(embodiment):
+    r = reward(embodiment)(one_joint([0.1 * t for t in range(6)]), FPS)
+    c = r.components
+    for k in ("jerk", "acc_smooth", "vel_limit", "acc_limit", "penalty"):
+        assert c[k].item() == pytest.approx(0.0, abs=1e-6), k
+    assert r.total.item() == pytest.approx(1.0)
+
+
+def test_step(embodiment):
+    # a = 0 0 0 1 1 1: v = 0 0 1 0 0, acc = 0 1 -1 0, jerk = 1 -2 1
+    r = reward(embodiment)(one_joint([0, 0, 0, 1, 1, 1]), FPS)
+    c = r.components
+    acc_smooth = (0.5 * (1 - 0.25) * 2) / 4  # Huber(+-1; 0.5) = 0.375, twice, over 4 steps
+    jerk = (0.5 + 1.5 * (2 - 0.75) + 0.5) / 3  # Huber(1; 1.5) = 0.5, Huber(-2; 1.5) = 1.875
+    assert c["acc_smooth"].item() == pytest.approx(acc_smooth)
+    assert c["jerk"].item() == pytest.approx(jerk)
+    assert c["vel_limit"].item() == 0 and c["acc_limit"].item() == 0
+    assert r.total.item() == pytest.approx((1 + (acc_smooth + jerk) / 2.0) ** -1)
+
+
+def test_jitter(embodiment):
+    e = 0.1  # a = 0 e 0 e 0 e: acc = -+2e, jerk = +-4e, all inside the Huber thresholds
+    r = reward(embodiment, gamma=2.0)(one_joint([0, e, 0, e, 0, e]), FPS)
+    p = 0.5 * (2 * e) ** 2 + 0.5 * (4 * e) ** 2
+    assert r.components["penalty"].item() == pytest.approx(p)
+    assert r.total.item() == pytest.approx((1 + p / 2.0) ** -2.0)
+
+
+def test_limit_violation(embodiment):
+    # slope 4 rad/s on a joint limited to pi rad/s: P_vel = (4 - pi)^2 at every step
+    vmax = float(embodiment.velocity_limit[JOINT])
+    r = reward(embodiment, lambda_vel_limit=10.0)(one_joint([4.0 * t for t in range(6)]), FPS)
+    assert r.components["vel_limit"].item() == pytest.approx((4 - vmax) ** 2, rel=1e-5)
+    assert r.components["vel_violation_frac"].item() == 1.0
+    assert r.total.item() == pytest.approx(1 / (1 + 10 * (4 - vmax) ** 2 / 2.0), rel=1e-5)
+    # an acceleration beyond 25 rad/s^2: a jump of 30 rad/s in one step
+    amax = float(embodiment.acceleration_limit[JOINT])
+    r = reward(embodiment, lambda_jerk=0, lambda_acc=0, lambda_vel_limit=0)(one_joint([0, 0, 0, 30, 60, 90]), FPS)
+    assert r.components["acc_limit"].item() == pytest.approx((30 - amax) ** 2 / 4)
+
+
+def test_frozen_video_earns_nothing(embodiment):
+    """The reward hack EVA reports: a static robot has zero jerk. The motion gate removes its reward."""
+    frozen = one_joint([0.3] * 8)
+    moving = one_joint([0.1 * t for t in range(8)])
+    r = reward(embodiment, min_speed=0.1 / 14 / 2)
+    assert r(frozen, FPS).components["penalty"].item() == 0.0
+    assert r(frozen, FPS).total.item() == 0.0
+    assert r(moving, FPS).total.item() == pytest.approx(1.0)
+
+
+def test_control_rate_interpolation_differences_at_the_control_interval(embodiment):
+    r = reward(embodiment, rate="control")
+    a = one_joint([0.1 * t for t in range(6)])
+    c = r(a, video_fps=10.0).components
+    # a ramp of 0.1 rad per video frame at 10 fps is 1 rad/s at any rate
+    assert c["mean_speed"].item() == pytest.approx(1.0 / 14, rel=1e-5)
+    assert c["penalty"].item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_missing_calibration_names_the_command(embodiment, tmp_path):
+    with pytest.raises(FileNotFoundError, match="eva-calibrate-reward"):
+        Calibration.load(tmp_path / "nope.json")
+    r = ExecutabilityReward(ExecutabilityRewardConfig(), embodiment, None)
+    with pytest.raises(ValueError, match="eva-calibrate-reward"):
+        r(one_joint([0.0] * 6), FPS)
+
+
+def test_calibration_round_trip(tmp_path):
+    c = Calibration(p0=0.5, min_speed=0.01, num_rollouts=4, source="x")
+    c.save(tmp_path / "c.json")
+    assert Calibration.load(tmp_path / "c.json") == c
+
+
+def test_wrong_action_dim_is_refused(embodiment):
+    with pytest.raises(ValueError, match="aloha_viperx"):
+        reward(embodiment)(torch.zeros(1, 6, 7), FPS)
+
+
+def test_perceptual_reward():
+    torch.manual_seed(0)
+    truth = torch.rand(2, 3, 3, 64, 64)
+    pred = truth.clone()
+    pred[1] = (pred[1] + 0.2).clamp(0, 1)
+    r = perceptual_reward(pred, truth)
+    assert r.components["l1"][0].item() == 0 and r.components["lpips"][0].item() == pytest.approx(0, abs=1e-6)
+    assert r.total[0] > r.total[1]
+    assert r.total[1].item() == pytest.approx(-(r.components["l1"][1] + r.components["lpips"][1]).item())
+    for metric in ("psnr", "ssim", "mse", "mae"):  # the exact prediction scores higher under every variant
+        scores = perceptual_reward(pred, truth, metric).total
+        assert scores[0] > scores[1], metric
+    with pytest.raises(ValueError, match="perceptual metric"):
+        perceptual_reward(pred, truth, "fid")
+
+
+def test_repetition_and_weighted_sum():
+    video = torch.rand(2, 4, 3, 8, 8)
+    video[0, 1:] = video[0, :1]  # sample 0: three repeats out of three transitions
+    rep = repetition_reward(video)
+    assert rep.total.tolist() == pytest.approx([-1.0, 0.0])
+    total = weighted_sum({"rep": rep, "rep2": rep}, {"rep": 1.0, "rep2": 0.5})
+    assert total.total.tolist() == pytest.approx([-1.5, 0.0])
+    assert set(total.components) == {"rep", "rep2", "rep/repetition_rate", "rep2/repetition_rate"}
+    with pytest.raises(ValueError, match="differ"):
+        weighted_sum({"rep": rep}, {"other": 1.0})
