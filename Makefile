@@ -34,10 +34,18 @@ $(STAMP): pyproject.toml constraints.txt | system-deps
 	$(BIN)/python -m world_model.metrics fetch
 	touch $(STAMP)
 
+# The whole story on a preset small enough for two CPU cores in about 30 minutes: collect, train the
+# IDM, SFT the world model, calibrate P_0, GRPO, evaluate before and after, one report.
 demo: $(STAMP)
-	$(BIN)/eva-collect experiment=demo dataset.root=$(DEMO_OUT)/dataset
-	$(BIN)/eva-eval experiment=demo output_dir=$(DEMO_OUT)/eval
-	$(BIN)/eva-report run_dir=$(DEMO_OUT)
+	$(BIN)/eva-collect render=top_only dataset.root=$(DEMO_OUT)/data/train dataset.episodes_per_task=12 dataset.seed=0 workers=2
+	$(BIN)/eva-collect render=top_only dataset.root=$(DEMO_OUT)/data/test dataset.episodes_per_task=5 dataset.seed=1 workers=2
+	$(BIN)/eva-train-idm dataset_root=$(DEMO_OUT)/data/train run_dir=$(DEMO_OUT)/idm max_minutes=4 eval_every=250 checkpoint_every=250
+	$(BIN)/eva-train-wm dataset_root=$(DEMO_OUT)/data/train run_dir=$(DEMO_OUT)/wm max_minutes=7
+	$(BIN)/eva-grpo-experiment checkpoint=$(DEMO_OUT)/wm/model idm_checkpoint=$(DEMO_OUT)/idm/model \
+	  train_dataset=$(DEMO_OUT)/data/train test_dataset=$(DEMO_OUT)/data/test output_dir=$(DEMO_OUT) \
+	  rewards=[executability] episodes_per_task=5 'calibrate_overrides=[num_prompts=32]' \
+	  'grpo_overrides=[max_minutes=6,checkpoint_every=5,video_every=5]' \
+	  'eval_overrides=[num_windows=16,steps=10,sampler=euler]'
 	@echo "report: $(DEMO_OUT)/report.md"
 
 test: $(STAMP)

@@ -231,7 +231,7 @@ class EvalIDMConfig:
         _check(self.hold_steps >= 0, "hold_steps", f"must be >= 0, got {self.hold_steps}")
 
 
-# ============================================================================ post-training
+# ============================================================================ rewards
 @dataclass
 class ExecutabilityRewardConfig:
     """EVA's executability reward (section 4.2, eqs 5-9); see rl_post_train/rewards.py.
@@ -261,6 +261,7 @@ class ExecutabilityRewardConfig:
         _check(0 < self.p0_quantile < 1, "reward.p0_quantile", f"must be in (0, 1), got {self.p0_quantile}")
 
 
+# ============================================================================ world model
 @dataclass
 class WorldModelConfig:
     """A named world-model configuration (``configs/world_model/<name>.yaml``); see world_model/build.py."""
@@ -339,6 +340,8 @@ class TrainWMConfig:
 
 @dataclass
 class EvalWMConfig:
+    embodiment: dict[str, Any] = MISSING
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)  # for the MuJoCo execution of imagined episodes
     checkpoint: str = "runs/wm/model"
     dataset_root: str = "runs/idm_data/test"  # held-out episodes
     output_dir: str = "runs/wm_eval"
@@ -349,15 +352,29 @@ class EvalWMConfig:
     steps: int = 20
     sampler: str = "unipc"
     flow_shift: float = 3.0
-    num_videos: int = 4  # mp4 grids (ground truth | model | repeat last)
+    num_videos: int = 4  # mp4 grids (ground truth | the methods, in order)
     seed: int = 0
+    methods: list[str] = field(default_factory=lambda: ["model", "untrained", "repeat_last"])  # model is required
+    # executability of IDM-decoded planner rollouts (EVA): needs an IDM; the reward itself needs P_0
+    idm_checkpoint: Optional[str] = None
+    reward: ExecutabilityRewardConfig = field(default_factory=ExecutabilityRewardConfig)
+    # imagined whole episodes, decoded and executed open loop in MuJoCo (0 = skip; needs idm_checkpoint)
+    episodes_per_task: int = 0
+    hold_steps: int = 25
 
     def __post_init__(self) -> None:
         _check(self.sampler in ("euler", "unipc"), "sampler", f"must be 'euler' or 'unipc', got '{self.sampler}'")
         for name in ("num_future_frames", "num_windows", "batch_size", "steps"):
             _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
+        _check(self.episodes_per_task >= 0 and self.hold_steps >= 0, "episodes_per_task/hold_steps", "must be >= 0")
+        known = ("model", "untrained", "repeat_last")
+        _check("model" in self.methods and set(self.methods) <= set(known), "methods",
+               f"must include 'model' and only {list(known)}, got {list(self.methods)}")
+        _check(self.episodes_per_task == 0 or self.idm_checkpoint is not None, "episodes_per_task",
+               "executing imagined episodes needs idm_checkpoint")
 
 
+# ============================================================================ post-training
 @dataclass
 class RewardConfig:
     """Which verifiable reward GRPO optimises (``configs/reward/*.yaml``); see rl_post_train/rewards.py."""
@@ -477,6 +494,28 @@ class CalibrateRewardConfig:
             _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
 
 
+@dataclass
+class GRPOExperimentConfig:
+    """eva-grpo-experiment: calibrate, GRPO per reward, evaluate before/after, report."""
+
+    embodiment: dict[str, Any] = MISSING
+    checkpoint: str = "runs/wm/model"
+    idm_checkpoint: str = "runs/idm/model"
+    train_dataset: str = "runs/idm_data/train"
+    test_dataset: str = "runs/idm_data/test"
+    output_dir: str = "runs/grpo_experiment"
+    rewards: list[str] = field(default_factory=lambda: ["executability", "perceptual"])
+    episodes_per_task: int = 50  # imagined episodes executed in MuJoCo per task, before and after
+    calibrate_overrides: list[str] = field(default_factory=list)  # extra overrides of each stage
+    grpo_overrides: list[str] = field(default_factory=list)
+    eval_overrides: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        bad = [r for r in self.rewards if r not in ("executability", "perceptual")]
+        _check(not bad and len(self.rewards) > 0, "rewards", f"expected executability and/or perceptual, got {list(self.rewards)}")
+        _check(self.episodes_per_task >= 0, "episodes_per_task", f"must be >= 0, got {self.episodes_per_task}")
+
+
 # Primary config (configs/<name>.yaml) -> the schema its app validates against.
 APP_SCHEMAS: dict[str, type] = {
     "collect": CollectConfig,
@@ -488,4 +527,5 @@ APP_SCHEMAS: dict[str, type] = {
     "eval_wm": EvalWMConfig,
     "grpo": GRPOConfig,
     "calibrate_reward": CalibrateRewardConfig,
+    "grpo_experiment": GRPOExperimentConfig,
 }

@@ -34,21 +34,11 @@ from configs.schema import EvalIDMConfig, RenderConfig, validate  # noqa: E402
 from idm.decode import decode_video, to_control_rate  # noqa: E402
 from idm.model import InverseDynamicsModel  # noqa: E402
 from sim.dataset import LeRobotDataset  # noqa: E402
+from sim.rollout import execute_open_loop  # noqa: E402
 from sim.stats import wilson_interval  # noqa: E402
 from sim.tasks import make_task  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-
-def execute_open_loop(env, seed: int, actions: np.ndarray, hold_steps: int) -> tuple[bool, int]:
-    """Execute (T, 14) control-rate actions from ``seed``; success at any step, as in eva-eval."""
-    env.setup_demo(seed=seed)
-    plan = np.concatenate([actions, np.repeat(actions[-1:], hold_steps, axis=0)])
-    for t, a in enumerate(plan):
-        env.take_action(a)
-        if env.check_success():
-            return True, t + 1
-    return False, len(plan)
 
 
 def plot_trajectories(decoded: np.ndarray, true: np.ndarray, fps: float, joint_names, title: str, path: Path):

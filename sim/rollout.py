@@ -109,3 +109,14 @@ def run_policy(env: BimanualTask, policy, seed: int, record_cameras: list[str] |
         states=np.array(states).reshape(-1, ACTION_DIM), actions=np.array(actions).reshape(-1, ACTION_DIM),
         frames={c: np.stack(v) for c, v in frames.items()}, instruction=env.get_instruction(), success=success,
         steps=len(actions), failure_reason=None if success else reason, rewards=rewards)
+
+
+def execute_open_loop(env, seed: int, actions: np.ndarray, hold_steps: int) -> tuple[bool, int]:
+    """Execute (T, 14) control-rate actions from ``seed``; success at any step, as in eva-eval."""
+    env.setup_demo(seed=seed)
+    plan = np.concatenate([actions, np.repeat(actions[-1:], hold_steps, axis=0)])
+    for t, a in enumerate(plan):
+        env.take_action(a)
+        if env.check_success():
+            return True, t + 1
+    return False, len(plan)

@@ -68,3 +68,13 @@ def lift_dataset(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("wm") / "dataset"
     return collect(tiny_collect_config(root, episodes=2, tasks=["lift_bar"], workers=1))
+
+
+def tiny_idm(path: Path, size: int = 64) -> Path:
+    """A random IDM at the tiny world model's resolution and frame rate, saved in the real format."""
+    from idm.model import InverseDynamicsModel
+
+    model = InverseDynamicsModel(image_size=(size, size), channels=(8, 16), num_keypoints=4, mlp_hidden=16,
+                                 context_k=1, joint_names=tuple(load_embodiment("aloha_viperx").joint_names))
+    model.save_pretrained(path)
+    return path

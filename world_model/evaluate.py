@@ -10,6 +10,15 @@ repetition rate of each predicted video. Methods, all in the same run on the sam
 freshly initialised transformer and action encoder) and ``repeat_last`` (the last history frame,
 repeated). Writes ``wm_eval.json``, ``wm_eval.md``, a plot of the metrics, and mp4 grids
 (ground truth | model | repeat last) for the first windows.
+
+With ``idm_checkpoint``: the executability of the planner-mode rollouts of every method and of the ground
+truth, decoded by the IDM (EVA's penalty terms, limit violations, mean joint speed, and the reward when
+``reward.calibration_file`` holds P_0). With ``episodes_per_task`` > 0: whole held-out episodes imagined
+from their first frame, decoded and executed open loop in MuJoCo (``world_model.imagine``), success per
+task with 95% intervals, next to the ground-truth video through the same decoder.
+
+    eva-eval-wm idm_checkpoint=runs/idm/model episodes_per_task=50 \
+        reward.calibration_file=runs/grpo_executability/executability_calibration.json
 """
 
 from __future__ import annotations
@@ -29,20 +38,30 @@ from diffusers import WanTransformer3DModel  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from configs.embodiment import Embodiment  # noqa: E402
 from configs.run_files import atomic_write_json, atomic_write_text, save_resolved_config  # noqa: E402
 from configs.schema import EvalWMConfig, validate  # noqa: E402
+from idm.decode import decode_video  # noqa: E402
+from idm.model import InverseDynamicsModel  # noqa: E402
+from rl_post_train.rewards import Calibration, ExecutabilityReward  # noqa: E402
 from sim.dataset import LeRobotDataset  # noqa: E402
+from sim.rollout import execute_open_loop  # noqa: E402
+from sim.stats import wilson_interval  # noqa: E402
+from sim.tasks import make_task  # noqa: E402
 from sim.video import write_mp4  # noqa: E402
 from world_model.data import ClipWindows  # noqa: E402
+from world_model.imagine import decode_for_execution, success_of_imagined_episodes  # noqa: E402
 from world_model.metrics import lpips_model, psnr, repetition_rate, ssim  # noqa: E402
 from world_model.model import ActionEncoder  # noqa: E402
-from world_model.pipeline import WorldModelPipeline  # noqa: E402
+from world_model.pipeline import WorldModelPipeline, load_world_model  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 METHODS = ("model", "untrained", "repeat_last")
 MODES = ("planner", "simulator")
 METRICS = ("psnr", "ssim", "lpips", "repetition")
+# executability of IDM-decoded planner rollouts (rl_post_train.rewards.ExecutabilityReward.penalty)
+EXEC_METRICS = ("reward", "penalty", "jerk", "acc_smooth", "vel_violation_frac", "acc_violation_frac", "mean_speed")
 
 
 def untrained_copy(pipe: WorldModelPipeline, seed: int) -> WorldModelPipeline:
@@ -71,21 +90,95 @@ def frame_metrics(pred: torch.Tensor, truth: torch.Tensor, lp) -> dict[str, np.n
     return out
 
 
+def mean_sem(values) -> dict[str, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "sem": float(v.std() / np.sqrt(len(v)))}
+
+
+def executability(exe: ExecutabilityReward, idm: InverseDynamicsModel, history: torch.Tensor, pred: torch.Tensor,
+                  fps: int) -> dict[str, np.ndarray]:
+    """EVA's penalty terms (and reward, when calibrated) of the IDM-decoded actions of history + prediction."""
+    actions = decode_video(idm, torch.cat([history, pred], dim=1))[:, history.shape[1] - 1:]
+    parts = exe.penalty(actions, fps)
+    out = {k: parts[k].numpy() for k in EXEC_METRICS if k in parts}
+    if exe.calibration is not None:
+        out["reward"] = exe(actions, fps).total.numpy()
+    return out
+
+
+def execute_imagined(cfg: EvalWMConfig, pipe: WorldModelPipeline, idm: InverseDynamicsModel, embodiment: Embodiment,
+                     ds: LeRobotDataset, out: Path) -> dict:
+    """Imagine each held-out episode from its first frame, decode, execute open loop from its seed.
+
+    Next to it, the same episodes' ground-truth videos decoded and executed the same way (the IDM's own
+    ceiling). The imagined length is the recorded episode's length at the world model's frame rate.
+    """
+    fps, h = pipe.config.fps, pipe.config.num_history_frames
+    step = ds.fps // fps
+    result = {}
+    bar = tqdm(total=cfg.episodes_per_task * len(cfg.tasks), desc="imagined episodes", unit="ep")
+    for task in cfg.tasks:
+        eps = [e["episode_index"] for e in ds.episodes if e.get("eva/task") == task][:cfg.episodes_per_task]
+        if not eps:
+            raise ValueError(f"{ds.root}: no episodes of task '{task}'")
+        env = make_task(cfg.tasks[task], embodiment, None)  # instructions come from the dataset
+        model_ok, truth_ok = [], []
+        for i in range(0, len(eps), cfg.batch_size):
+            batch = eps[i:i + cfg.batch_size]
+            videos = [torch.from_numpy(ds.episode_video(e, cfg.camera)[::step]).permute(0, 3, 1, 2).float() / 255
+                      for e in batch]
+            seeds = [int(ds.episodes[e]["eva/seed"]) for e in batch]
+            length = max(len(v) for v in videos) - 1
+            ok, imagined = success_of_imagined_episodes(
+                pipe, idm, embodiment, env, torch.stack([v[0] for v in videos]), [ds.instruction(e) for e in batch],
+                seeds, length, cfg.hold_steps, chunk=cfg.num_future_frames, steps=cfg.steps, sampler=cfg.sampler,
+                flow_shift=cfg.flow_shift, seed=cfg.seed + i)
+            model_ok += ok
+            for v, s in zip(videos, seeds):  # the ground-truth video through the same decoder and executor
+                control = decode_for_execution(idm, torch.cat([v[:1].expand(h - 1, -1, -1, -1), v])[None], h,
+                                               embodiment.control_rate_hz)[0]
+                truth_ok.append(execute_open_loop(env, s, control, cfg.hold_steps)[0])
+            if i == 0:
+                n = min(len(videos[0]) + h - 1, imagined.shape[1])
+                truth = torch.cat([videos[0][:1].expand(h - 1, -1, -1, -1), videos[0]])[:n]
+                grid = torch.cat([truth, imagined[0, :n]], dim=-1)
+                write_mp4(out / f"imagined_{task}.mp4",
+                          (grid.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8), fps=fps)
+            bar.update(len(batch))
+        env.close_env()
+        k, n = sum(model_ok), len(model_ok)
+        result[task] = {"episodes": n, "success": k / n, "ci95": list(wilson_interval(k, n)),
+                        "ground_truth_video_success": sum(truth_ok) / n,
+                        "per_episode": [{"episode_index": e, "success": bool(o)} for e, o in zip(eps, model_ok)]}
+    bar.close()
+    return result
+
+
 def evaluate_wm(cfg: EvalWMConfig) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = WorldModelPipeline.from_pretrained(cfg.checkpoint)
+    pipe = load_world_model(cfg.checkpoint)
     if pipe.action_encoder is None:
         raise ValueError(f"{cfg.checkpoint}: no action encoder; the simulator mode needs one")
-    pipes = {"model": pipe, "untrained": untrained_copy(pipe, cfg.seed)}
+    pipes = {"model": pipe}
+    if "untrained" in cfg.methods:
+        pipes["untrained"] = untrained_copy(pipe, cfg.seed)
     ds = LeRobotDataset(cfg.dataset_root)
     h = pipe.config.num_history_frames
     windows = ClipWindows(ds, list(range(len(ds))), cfg.camera, pipe.config.fps, h + cfg.num_future_frames,
                           tuple(pipe.config.image_size))
     episodes, starts = windows.sample_index(np.random.default_rng(cfg.seed), cfg.num_windows)
     lp = lpips_model()
+    embodiment = Embodiment.from_dict(cfg.embodiment, source="config 'embodiment'")
+    idm = exe = None
+    if cfg.idm_checkpoint:
+        idm = InverseDynamicsModel.from_pretrained(cfg.idm_checkpoint, embodiment=embodiment).eval()
+        calibration = Calibration.load(cfg.reward.calibration_file) if cfg.reward.calibration_file else None
+        exe = ExecutabilityReward(cfg.reward, embodiment, calibration)
 
-    scores = {m: {k: {s: [] for s in METRICS} for k in METHODS} for m in MODES}
+    methods = [m for m in METHODS if m in cfg.methods]
+    scores = {m: {k: {s: [] for s in METRICS} for k in methods} for m in MODES}
+    exec_scores = {k: {s: [] for s in EXEC_METRICS} for k in (*methods, "ground_truth")}
     grids = []
     bar = tqdm(total=len(MODES) * cfg.num_windows, desc="eval wm", unit="window")
     for i in range(0, cfg.num_windows, cfg.batch_size):
@@ -94,7 +187,7 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
         history, truth = frames[:, :h], frames[:, h:]
         seeds = [cfg.seed + j for j in range(sl.start, sl.stop)]
         for mode in MODES:
-            preds = {"repeat_last": history[:, -1:].expand_as(truth)}
+            preds = {"repeat_last": history[:, -1:].expand_as(truth)} if "repeat_last" in methods else {}
             for name, p in pipes.items():
                 preds[name] = p.rollout(history, texts, actions if mode == "simulator" else None,
                                         num_frames=cfg.num_future_frames, steps=cfg.steps, seed=seeds,
@@ -102,8 +195,12 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
             for name, pred in preds.items():
                 for k, v in frame_metrics(pred, truth, lp).items():
                     scores[mode][name][k].extend(v.tolist())
+            if mode == "planner" and exe is not None:
+                for name, pred in {**preds, "ground_truth": truth}.items():
+                    for k, v in executability(exe, idm, history, pred, pipe.config.fps).items():
+                        exec_scores[name][k].extend(v.tolist())
             if mode == "simulator" and len(grids) < cfg.num_videos:
-                grids.extend(torch.cat([truth, preds["model"], preds["repeat_last"]], dim=-1)[:cfg.num_videos - len(grids)])
+                grids.extend(torch.cat([truth, *preds.values()], dim=-1)[:cfg.num_videos - len(grids)])
             bar.update(sl.stop - sl.start)
     bar.close()
 
@@ -111,9 +208,12 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
                "history_frames": h, "future_frames": cfg.num_future_frames, "steps": cfg.steps,
                "sampler": cfg.sampler, "modes": {}}
     for mode in MODES:
-        summary["modes"][mode] = {
-            name: {k: {"mean": float(np.mean(v)), "sem": float(np.std(v) / np.sqrt(len(v)))} for k, v in s.items()}
-            for name, s in scores[mode].items()}
+        summary["modes"][mode] = {name: {k: mean_sem(v) for k, v in s.items()} for name, s in scores[mode].items()}
+    if exe is not None:
+        summary["executability"] = {name: {k: mean_sem(v) for k, v in s.items() if v} for name, s in exec_scores.items()}
+        summary["executability_calibrated"] = exe.calibration is not None
+    if cfg.episodes_per_task:
+        summary["mujoco"] = execute_imagined(cfg, pipe, idm, embodiment, ds, out)
     atomic_write_json(out / "wm_eval.json", summary)
     atomic_write_text(out / "wm_eval.md", markdown(summary))
     plot(summary, out / "wm_eval.png")
@@ -134,6 +234,23 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(f"{m[k]['mean']:.4g} +- {m[k]['sem']:.2g}" for k in METRICS)
                          + " |")
         lines.append("")
+    if "executability" in summary:
+        lines += ["**executability of IDM-decoded planner rollouts** (EVA; penalty terms per sample, "
+                  "violation fractions of control steps)" + ("" if summary["executability_calibrated"] else
+                                                            ", reward not computed: no calibration file"), "",
+                  "| method | " + " | ".join(EXEC_METRICS) + " |", "|---" * (len(EXEC_METRICS) + 1) + "|"]
+        for name, m in summary["executability"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{m[k]['mean']:.4g}" if k in m else "-" for k in EXEC_METRICS)
+                         + " |")
+        lines.append("")
+    if "mujoco" in summary:
+        lines += ["**imagined episodes executed open loop in MuJoCo** (95% Wilson interval; the last column executes "
+                  "the ground-truth video through the same IDM)", "",
+                  "| task | success | ground-truth video |", "|---|---|---|"]
+        for task, r in summary["mujoco"].items():
+            lines.append(f"| {task} | {100 * r['success']:.0f}% ({100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f}%), "
+                         f"n={r['episodes']} | {100 * r['ground_truth_video_success']:.0f}% |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -142,10 +259,11 @@ def plot(summary: dict, path: Path) -> None:
     for ax, metric in zip(axes, ("psnr", "ssim", "lpips")):
         for j, mode in enumerate(MODES):
             methods = summary["modes"][mode]
-            x = np.arange(len(METHODS)) + (j - 0.5) * 0.35
-            ax.bar(x, [methods[m][metric]["mean"] for m in METHODS], 0.35,
-                   yerr=[methods[m][metric]["sem"] for m in METHODS], label=mode)
-        ax.set_xticks(np.arange(len(METHODS)), METHODS, fontsize=8)
+            names = list(methods)
+            x = np.arange(len(names)) + (j - 0.5) * 0.35
+            ax.bar(x, [methods[m][metric]["mean"] for m in names], 0.35,
+                   yerr=[methods[m][metric]["sem"] for m in names], label=mode)
+        ax.set_xticks(np.arange(len(names)), names, fontsize=8)
         ax.set_title(metric.upper() + (" (lower is better)" if metric == "lpips" else ""))
     axes[0].legend(fontsize=8)
     fig.tight_layout()

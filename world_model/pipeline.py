@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
@@ -172,3 +173,16 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
             latents[:, :, :hist.shape[2]] = hist  # history stays clean
         return self.decode(latents, num_frames)
+
+
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+def load_world_model(path: str | Path) -> WorldModelPipeline:
+    """A saved world model, with its LoRA adapters when the folder holds ``pytorch_lora_weights.safetensors``
+    (the output of LoRA SFT and of GRPO: the base pipeline plus the adapters)."""
+    pipe = WorldModelPipeline.from_pretrained(path)
+    if (Path(path) / LORA_WEIGHTS).is_file():
+        pipe.load_lora_weights(path)
+        log.info("%s: loaded LoRA adapters", path)
+    return pipe

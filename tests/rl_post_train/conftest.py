@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 import configs
-from configs.embodiment import load_embodiment
 from configs.schema import CalibrateRewardConfig, GRPOConfig, validate
-from idm.model import InverseDynamicsModel
+from tests.conftest import tiny_idm
 from tests.world_model.conftest import wm_train_config
 
 # fast settings shared by every eva-grpo run in the tests
@@ -24,9 +23,7 @@ def tiny_models(lift_dataset, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("grpo")
     wm = train(wm_train_config(lift_dataset, root / "wm", "max_steps=2"))
-    idm = InverseDynamicsModel(image_size=(64, 64), channels=(8, 16), num_keypoints=4, mlp_hidden=16,
-                               context_k=1, joint_names=tuple(load_embodiment("aloha_viperx").joint_names))
-    idm.save_pretrained(root / "idm")
+    tiny_idm(root / "idm")
     calibration = root / "calibration.json"
     calibrate(validate(configs.compose("calibrate_reward", [
         f"checkpoint={wm}", f"idm_checkpoint={root / 'idm'}", f"dataset_root={lift_dataset}",

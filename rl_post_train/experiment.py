@@ -1,0 +1,193 @@
+"""eva-grpo-experiment: the post-training story end to end, with a report a newcomer can read.
+
+    eva-grpo-experiment checkpoint=runs/wm/model idm_checkpoint=runs/idm/model \
+        train_dataset=runs/idm_data/train test_dataset=runs/idm_data/test output_dir=runs/grpo_experiment
+
+Stages, each skipped when its output exists (rerun the command after an interruption; GRPO itself
+resumes from its checkpoint):
+  1. calibrate EVA's P_0 from the pre-trained (SFT) model       -> executability_calibration.json
+  2. GRPO for every reward in ``rewards``                       -> grpo_<reward>/
+  3. eva-eval-wm of the model before and after each GRPO run on held-out episodes, with the same
+     calibration: PSNR/SSIM/LPIPS in planner and simulator modes, the executability of decoded planner
+     rollouts, and imagined episodes executed open loop in MuJoCo -> eval_before/, eval_<reward>/
+  4. report.md: what was run, reward curves, before/after table with relative changes and 95% intervals,
+     links to videos.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import hydra
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+import configs  # noqa: E402
+from configs.run_files import atomic_write_text, save_resolved_config  # noqa: E402
+from configs.schema import (CalibrateRewardConfig, EvalWMConfig, GRPOConfig, GRPOExperimentConfig,  # noqa: E402
+                            validate)
+from rl_post_train.calibrate import calibrate  # noqa: E402
+from rl_post_train.rewards import CALIBRATION_FILE  # noqa: E402
+from rl_post_train.train import train  # noqa: E402
+from sim.report import dataset_section  # noqa: E402
+from world_model.evaluate import evaluate_wm  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def run_stages(cfg: GRPOExperimentConfig) -> dict:
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    calibration = out / CALIBRATION_FILE
+    common = [f"embodiment={cfg.embodiment['name']}"]
+    if not calibration.exists():
+        log.info("stage 1: calibrating P_0")
+        calibrate(validate(configs.compose("calibrate_reward", [
+            *common, f"checkpoint={cfg.checkpoint}", f"idm_checkpoint={cfg.idm_checkpoint}",
+            f"dataset_root={cfg.train_dataset}", f"output={calibration}", *cfg.calibrate_overrides]),
+            CalibrateRewardConfig))
+    models = {"before": cfg.checkpoint}
+    for reward in cfg.rewards:
+        run_dir = out / f"grpo_{reward}"
+        if not (run_dir / "model").exists():
+            log.info("stage 2: GRPO with the %s reward", reward)
+            train(validate(configs.compose("grpo", [
+                *common, f"reward={reward}", f"checkpoint={cfg.checkpoint}", f"idm_checkpoint={cfg.idm_checkpoint}",
+                f"dataset_root={cfg.train_dataset}", f"run_dir={run_dir}",
+                *([f"reward.executability.calibration_file={calibration}"] if reward == "executability" else []),
+                *cfg.grpo_overrides]), GRPOConfig))
+        models[reward] = str(run_dir / "model")
+    evals = {}
+    for name, ckpt in models.items():
+        eval_dir = out / f"eval_{name}"
+        if not (eval_dir / "wm_eval.json").exists():
+            log.info("stage 3: evaluating %s (%s)", name, ckpt)
+            evaluate_wm(validate(configs.compose("eval_wm", [
+                *common, f"checkpoint={ckpt}", f"dataset_root={cfg.test_dataset}", f"output_dir={eval_dir}",
+                f"idm_checkpoint={cfg.idm_checkpoint}", f"reward.calibration_file={calibration}",
+                f"episodes_per_task={cfg.episodes_per_task}", *cfg.eval_overrides,
+                *([] if name == "before" else ["methods=[model]"])]), EvalWMConfig))
+        evals[name] = json.loads((eval_dir / "wm_eval.json").read_text())
+    return evals
+
+
+def reward_curves(out: Path, rewards: list[str]) -> Path:
+    fig, axes = plt.subplots(1, 2 * len(rewards), figsize=(5.5 * len(rewards) * 2, 3.3), squeeze=False)
+    for j, reward in enumerate(rewards):
+        rows = [json.loads(line) for line in (out / f"grpo_{reward}" / "metrics.jsonl").read_text().splitlines()]
+        steps = [r["step"] for r in rows]
+        ax = axes[0, 2 * j]
+        ax.plot(steps, [r["reward"] for r in rows], color="#1f77b4", alpha=0.4, label="per iteration")
+        k = max(1, len(rows) // 10)
+        smooth = [sum(r["reward"] for r in rows[max(0, i - k + 1):i + 1]) / len(rows[max(0, i - k + 1):i + 1])
+                  for i in range(len(rows))]
+        ax.plot(steps, smooth, color="#1f77b4", label=f"mean of {k}")
+        ax.set_title(f"{reward}: mean reward of the sampled groups")
+        ax.set_xlabel("GRPO iteration")
+        ax.legend(fontsize=7)
+        ax = axes[0, 2 * j + 1]
+        ax.plot(steps, [r["kl"] for r in rows], color="#d62728")
+        ax.set_title(f"{reward}: KL to the reference")
+        ax.set_xlabel("GRPO iteration")
+    fig.tight_layout()
+    path = out / "reward_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def models_section(cfg: GRPOExperimentConfig) -> list[str]:
+    """The last validation record of the IDM and world-model runs that made the checkpoints, when present."""
+    lines = ["## Models", ""]
+    for label, ckpt in (("IDM", cfg.idm_checkpoint), ("world model (SFT)", cfg.checkpoint)):
+        metrics = Path(ckpt).parent / "metrics.jsonl"
+        if not metrics.exists():
+            lines.append(f"- {label}: `{ckpt}` (no training log beside it)")
+            continue
+        last = json.loads(metrics.read_text().splitlines()[-1])
+        vals = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.startswith("val") and isinstance(v, float))
+        lines.append(f"- {label}: `{ckpt}`, {last['step']} steps in {last.get('minutes', float('nan')):.1f} min; {vals}")
+    return lines + [""]
+
+
+def _rel_change(before: float, after: float) -> str:
+    return f"{100 * (after - before) / abs(before):+.1f}%" if before else "-"
+
+
+def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
+    out = Path(cfg.output_dir)
+    curves = reward_curves(out, list(cfg.rewards))
+    before = evals["before"]
+    lines = ["# Post-training with verifiable rewards", "",
+             f"World model `{cfg.checkpoint}` (SFT), IDM `{cfg.idm_checkpoint}`; GRPO prompts from "
+             f"`{cfg.train_dataset}`, evaluation on held-out episodes of `{cfg.test_dataset}` "
+             f"({before['num_windows']} windows of {before['history_frames']} history + {before['future_frames']} "
+             f"predicted frames, {before['sampler']} {before['steps']} steps; {cfg.episodes_per_task} imagined "
+             "episodes per task executed open loop in MuJoCo).", "",
+             "What ran: (1) P_0 calibrated on the SFT model's rollouts (`executability_calibration.json`); "
+             "(2) GRPO with LoRA for each reward (`grpo_<reward>/`: metrics.jsonl, TensorBoard, sample videos); "
+             "(3) the same evaluation before and after (`eval_*/wm_eval.md`).", "",
+             *models_section(cfg), *dataset_section(Path(cfg.train_dataset), out, out),
+             "## GRPO", "", f"![reward curves]({os.path.relpath(curves, out)})", "",
+             "## Before and after", "",
+             "| metric | before | " + " | ".join(f"after {r}" for r in cfg.rewards) + " |",
+             "|---|---|" + "---|" * len(cfg.rewards)]
+
+    def row(label: str, get) -> None:
+        b = get(before)
+        cells = []
+        for r in cfg.rewards:
+            a = get(evals[r])
+            cells.append("-" if a is None else f"{a:.4g} ({_rel_change(b, a)})" if b is not None else f"{a:.4g}")
+        lines.append(f"| {label} | {'-' if b is None else f'{b:.4g}'} | " + " | ".join(cells) + " |")
+
+    def exe(k):
+        return lambda e: e.get("executability", {}).get("model", {}).get(k, {}).get("mean")
+
+    row("executability reward (EVA, higher is better)", exe("reward"))
+    row("penalty P", exe("penalty"))
+    row("jerk term (rad/s^3, Huber)", exe("jerk"))
+    row("velocity-limit violations (fraction of steps)", exe("vel_violation_frac"))
+    row("acceleration-limit violations (fraction of steps)", exe("acc_violation_frac"))
+    row("mean joint speed (rad/s)", exe("mean_speed"))
+    for mode in ("planner", "simulator"):
+        row(f"LPIPS vs ground truth, {mode} mode (lower is better)",
+            lambda e, m=mode: e["modes"][m]["model"]["lpips"]["mean"])
+        row(f"PSNR, {mode} mode (dB)", lambda e, m=mode: e["modes"][m]["model"]["psnr"]["mean"])
+    gt = before.get("executability", {}).get("ground_truth")
+    if gt:
+        lines += ["", f"The held-out ground-truth videos through the same IDM score {gt['reward']['mean']:.4g} "
+                  f"(penalty {gt['penalty']['mean']:.4g}, jerk term {gt['jerk']['mean']:.4g}).", ""]
+    if "mujoco" in before:
+        lines += ["## Imagined episodes executed in MuJoCo (open loop, 95% Wilson intervals)", "",
+                  "| task | before | " + " | ".join(f"after {r}" for r in cfg.rewards) + " | ground-truth video |",
+                  "|---|---|" + "---|" * len(cfg.rewards) + "---|"]
+        for task, b in before["mujoco"].items():
+            cells = [b] + [evals[r]["mujoco"][task] for r in cfg.rewards]
+            lines.append(f"| {task} | " + " | ".join(
+                f"{100 * c['success']:.0f}% ({100 * c['ci95'][0]:.0f}-{100 * c['ci95'][1]:.0f}), n={c['episodes']}"
+                for c in cells) + f" | {100 * b['ground_truth_video_success']:.0f}% |")
+        lines += ["", "Videos (ground truth | imagined): " + ", ".join(
+            f"[{name} {task}](eval_{name}/imagined_{task}.mp4)" for name in evals for task in before["mujoco"]), ""]
+    lines += ["Sample rollouts during GRPO: " + ", ".join(f"`grpo_{r}/videos/`" for r in cfg.rewards), ""]
+    text = "\n".join(lines)
+    atomic_write_text(out / "report.md", text)
+    return text
+
+
+@hydra.main(version_base=None, config_path="../configs", config_name="grpo_experiment")
+def main(dcfg: DictConfig) -> None:
+    cfg = validate(dcfg, GRPOExperimentConfig)
+    save_resolved_config(dcfg, cfg.output_dir, "grpo_experiment_config.yaml")
+    report(cfg, run_stages(cfg))
+    log.info("report: %s", Path(cfg.output_dir) / "report.md")
+
+
+if __name__ == "__main__":
+    main()
