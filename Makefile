@@ -43,9 +43,9 @@ demo: $(STAMP)
 	$(BIN)/eva-train-wm dataset_root=$(DEMO_OUT)/data/train run_dir=$(DEMO_OUT)/wm max_minutes=7
 	$(BIN)/eva-grpo-experiment checkpoint=$(DEMO_OUT)/wm/model idm_checkpoint=$(DEMO_OUT)/idm/model \
 	  train_dataset=$(DEMO_OUT)/data/train test_dataset=$(DEMO_OUT)/data/test output_dir=$(DEMO_OUT) \
-	  rewards=[executability] episodes_per_task=5 'calibrate_overrides=[num_prompts=32]' \
-	  'grpo_overrides=[max_minutes=6,checkpoint_every=5,video_every=5]' \
-	  'eval_overrides=[num_windows=16,steps=10,sampler=euler]'
+	  rewards=[executability] episodes_per_task=5 'calibrate_overrides=["num_prompts=32"]' \
+	  'grpo_overrides=["max_minutes=6","checkpoint_every=5","video_every=5"]' \
+	  'eval_overrides=["num_windows=16","steps=10","sampler=euler"]'
 	@echo "report: $(DEMO_OUT)/report.md"
 
 test: $(STAMP)

@@ -75,16 +75,18 @@ class DatasetConfig:
 
 @dataclass
 class PolicyConfig:
-    kind: str = "expert"  # expert | noisy_expert | replay | import
+    kind: str = "expert"  # expert | noisy_expert | replay | import | planner
     noise_level: float = 0.0  # noisy_expert: std (rad, normalised for grippers) of the perturbation
     noise_correlation: float = 0.9  # noisy_expert: AR(1) coefficient of the perturbation per step
     dataset_root: Optional[str] = None  # replay: dataset whose actions are replayed
     target: Optional[str] = None  # import: "package.module:Class", with reset() and select_action(obs)
     kwargs: dict[str, Any] = field(default_factory=dict)
     name: Optional[str] = None  # label in reports; defaults to kind
+    # planner: world model + IDM behind the safety filter (defined in the planner section below)
+    planner: PlannerConfig = field(default_factory=lambda: PlannerConfig())
 
     def __post_init__(self) -> None:
-        kinds = ("expert", "noisy_expert", "replay", "import")
+        kinds = ("expert", "noisy_expert", "replay", "import", "planner")
         _check(self.kind in kinds, "policy.kind", f"unknown '{self.kind}'; known: {list(kinds)}")
         _check(self.noise_level >= 0, "policy.noise_level", f"must be >= 0, got {self.noise_level}")
         _check(0 <= self.noise_correlation < 1, "policy.noise_correlation", f"must be in [0, 1), got {self.noise_correlation}")
@@ -514,6 +516,43 @@ class GRPOExperimentConfig:
         bad = [r for r in self.rewards if r not in ("executability", "perceptual")]
         _check(not bad and len(self.rewards) > 0, "rewards", f"expected executability and/or perceptual, got {list(self.rewards)}")
         _check(self.episodes_per_task >= 0, "episodes_per_task", f"must be >= 0, got {self.episodes_per_task}")
+
+
+# ============================================================================ planner
+@dataclass
+class PlannerConfig:
+    """The receding-horizon planner (EVA section 5); see real_robot/planner.py."""
+
+    world_model: str = "runs/wm/model"  # a saved WorldModelPipeline (LoRA adapters included when present)
+    idm: str = "runs/idm/model"
+    camera: str = "cam_high"  # the camera the world model and the IDM see
+    num_future_frames: int = 8  # imagined frames per plan (at the world model's frame rate)
+    steps: int = 10  # denoising steps per plan
+    sampler: str = "euler"
+    flow_shift: float = 3.0
+    replan_every: int = 0  # control steps executed before replanning; 0 = the whole imagined chunk (EVA)
+    seed: int = 0  # plan i of an episode uses seed + i
+    device: str = "cpu"  # torch device of both models, e.g. cuda:0
+    # keyword arguments of real_robot.safety.SafetyConfig, the filter every target goes through (a dict:
+    # real_robot.safety imports configs, so configs cannot import it at module level)
+    safety: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.camera in CAMERAS, "planner.camera", f"unknown '{self.camera}'; known {list(CAMERAS)}")
+        _check(self.sampler in ("euler", "unipc"), "planner.sampler",
+               f"must be 'euler' or 'unipc', got '{self.sampler}'")
+        for name in ("num_future_frames", "steps"):
+            _check(getattr(self, name) > 0, f"planner.{name}", f"must be positive, got {getattr(self, name)}")
+        _check(self.flow_shift > 0, "planner.flow_shift", f"must be positive, got {self.flow_shift}")
+        _check(self.replan_every >= 0, "planner.replan_every", f"must be >= 0, got {self.replan_every}")
+        _check(self.device == "cpu" or self.device.startswith("cuda"), "planner.device",
+               f"expected 'cpu' or 'cuda[:N]', got '{self.device}'")
+        from real_robot.safety import SafetyConfig
+
+        try:
+            SafetyConfig(**self.safety)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"config field 'planner.safety': {e}") from e
 
 
 # Primary config (configs/<name>.yaml) -> the schema its app validates against.

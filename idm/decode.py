@@ -108,3 +108,10 @@ def to_control_rate(actions, video_fps: float, control_hz: float):
         seg = start + (end - start) * w[:, None]  # (..., T-1, r, D)
         out = torch.cat([seg.flatten(-3, -2), a[..., -1:, :]], dim=-2)
     return out.numpy() if isinstance(actions, np.ndarray) else out
+
+
+def decode_for_execution(idm: InverseDynamicsModel, video: torch.Tensor, num_history: int, control_hz: float
+                         ) -> np.ndarray:
+    """IDM actions of an imagined (B, H + N, 3, h, w) video from the last history frame on, at the control rate."""
+    actions = decode_video(idm, video)[:, num_history - 1:]
+    return to_control_rate(actions, idm.config.fps, control_hz).numpy()

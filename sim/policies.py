@@ -3,7 +3,8 @@
 Built-ins: the scripted expert (privileged: it plans from the simulator state), a noisy
 expert (the expert plus a temporally correlated AR(1) perturbation, so that failure rates
 span a wide range with the noise level), replay of a dataset's actions for the same task
-and seed, and ``import`` of any class by ``module:Class``.
+and seed, the receding-horizon ``planner`` (world model + IDM behind the safety filter, on
+sim time), and ``import`` of any class by ``module:Class``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import importlib
 import numpy as np
 
 from configs.constants import ACTION_DIM, GRIPPER_INDICES
-from configs.schema import PolicyConfig
+from configs.schema import PlannerConfig, PolicyConfig
 from sim.dataset import LeRobotDataset
 from sim.tasks import BimanualTask
 
@@ -84,6 +85,39 @@ class ReplayPolicy:
         return a
 
 
+class PlannerPolicy:
+    """``real_robot.planner.Planner`` in the simulator: sim time (control steps x dt) is the clock, the
+    planner's camera frame and the joint state are stamped with it, and the policy executes what the
+    safety filter returns (the current joint state when it has no command)."""
+
+    def __init__(self, env: BimanualTask, cfg: PlannerConfig):
+        from real_robot.planner import Planner  # torch and diffusers only for this policy
+
+        if cfg.camera not in env.camera_ids:
+            raise ValueError(f"planner camera '{cfg.camera}' is not rendered; render.cameras = {list(env.camera_ids)}")
+        self.env = env
+        self.planner = Planner.from_config(cfg, env.embodiment)
+        size, wm_size = [env.render_cfg.height, env.render_cfg.width], list(self.planner.pipe.config.image_size)
+        if size != wm_size:
+            raise ValueError(f"render size {size} differs from the world model's {wm_size}")
+        self.planner.warmup()
+
+    def reset(self) -> None:
+        self.planner.reset(self.env.get_instruction())
+
+    def select_action(self, obs: dict) -> np.ndarray:
+        now = self.env.take_action_cnt * self.env.embodiment.dt
+        camera = self.planner.cfg.camera
+        self.planner.observe({camera: obs["observation"][camera]["rgb"]}, now)
+        state = np.asarray(obs["joint_action"]["vector"], dtype=np.float64)
+        command = self.planner.step(state, now)
+        return state.copy() if command.position is None else command.position
+
+    def latency_summary(self) -> dict[str, dict[str, float]]:
+        """Median and p95 seconds of each planning stage (history, world_model, idm, total)."""
+        return self.planner.latency_summary()
+
+
 def import_object(target: str):
     """``package.module:Name`` -> the object."""
     if ":" not in target:
@@ -102,6 +136,8 @@ def make_policy(cfg: PolicyConfig, env: BimanualTask):
         return NoisyExpertPolicy(env, cfg.noise_level, cfg.noise_correlation)
     if cfg.kind == "replay":
         return ReplayPolicy(env, cfg.dataset_root)
+    if cfg.kind == "planner":
+        return PlannerPolicy(env, cfg.planner)
     cls = import_object(cfg.target)
     policy = cls(**cfg.kwargs)
     for method in ("reset", "select_action"):

@@ -52,13 +52,15 @@ def main() -> None:
 
     pipe = load_world_model(args.checkpoint) if args.checkpoint else build_pipeline(load_preset(args.preset),
                                                                                     [INSTRUCTION])
-    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    pipe.transformer.to(args.device, dtype)
+    pipe.transformer.to(args.device)
+    if args.dtype == "bf16":  # Wan keeps its norms, rope and time embedding in fp32 (diffusers' _keep_in_fp32_modules)
+        pipe.transformer.to(torch.bfloat16)
     for m in (pipe.text_encoder, pipe.action_encoder, pipe.vae):
         m.to(args.device)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     calls = [0]
-    pipe.transformer.condition_embedder.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    # one patch embedding per denoiser call (world_model.model.velocity)
+    pipe.transformer.patch_embedding.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     h, (hh, ww) = pipe.config.num_history_frames, pipe.config.image_size
     n_params = sum(p.numel() for p in pipe.transformer.parameters())
     print(f"# world model: {args.checkpoint or args.preset + ' (random weights)'}, transformer "
@@ -93,7 +95,7 @@ def main() -> None:
 
     def train_step(precision: str) -> None:
         cfg.precision = precision
-        loss = flow_loss(pipe, frames, actions, text, keys, cfg, n_hist, pipe.config.flow_shift, args.train_batch)
+        loss = flow_loss(pipe, frames, actions, text, keys, cfg, n_hist, 3.0, args.train_batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

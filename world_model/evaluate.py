@@ -41,7 +41,7 @@ from tqdm import tqdm  # noqa: E402
 from configs.embodiment import Embodiment  # noqa: E402
 from configs.run_files import atomic_write_json, atomic_write_text, save_resolved_config  # noqa: E402
 from configs.schema import EvalWMConfig, validate  # noqa: E402
-from idm.decode import decode_video  # noqa: E402
+from idm.decode import decode_for_execution, decode_video  # noqa: E402
 from idm.model import InverseDynamicsModel  # noqa: E402
 from rl_post_train.rewards import Calibration, ExecutabilityReward  # noqa: E402
 from sim.dataset import LeRobotDataset  # noqa: E402
@@ -50,7 +50,7 @@ from sim.stats import wilson_interval  # noqa: E402
 from sim.tasks import make_task  # noqa: E402
 from sim.video import write_mp4  # noqa: E402
 from world_model.data import ClipWindows  # noqa: E402
-from world_model.imagine import decode_for_execution, success_of_imagined_episodes  # noqa: E402
+from world_model.imagine import success_of_imagined_episodes  # noqa: E402
 from world_model.metrics import lpips_model, psnr, repetition_rate, ssim  # noqa: E402
 from world_model.model import ActionEncoder  # noqa: E402
 from world_model.pipeline import WorldModelPipeline, load_world_model  # noqa: E402

@@ -9,11 +9,10 @@ EVA (table 4 executes decoded rollouts; section 5 replans every chunk, the close
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from configs.embodiment import Embodiment
-from idm.decode import decode_video, to_control_rate
+from idm.decode import decode_for_execution
 from idm.model import InverseDynamicsModel
 from sim.rollout import execute_open_loop
 from world_model.pipeline import WorldModelPipeline
@@ -35,13 +34,6 @@ def imagine(pipe: WorldModelPipeline, first_frames: torch.Tensor, instructions: 
                            seed=[seed + 1000 * c + i for i in range(b)], sampler=sampler, flow_shift=flow_shift)
         video = torch.cat([video, nxt], dim=1)
     return video[:, :h + num_frames]
-
-
-def decode_for_execution(idm: InverseDynamicsModel, video: torch.Tensor, num_history: int, control_hz: float
-                         ) -> np.ndarray:
-    """IDM actions of an imagined (B, H + N, 3, h, w) video from the last history frame on, at the control rate."""
-    actions = decode_video(idm, video)[:, num_history - 1:]
-    return to_control_rate(actions, idm.config.fps, control_hz).numpy()
 
 
 def success_of_imagined_episodes(pipe: WorldModelPipeline, idm: InverseDynamicsModel, embodiment: Embodiment, env,

@@ -8,14 +8,19 @@ from rl_post_train.experiment import report, run_stages
 from tests.rl_post_train.conftest import TINY_GRPO
 
 
+def quoted(items: list[str]) -> str:
+    """A Hydra list of override strings (each quoted: they contain '=')."""
+    return "[" + ",".join(f"'{i}'" for i in items) + "]"
+
+
 def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path):
     root, wm, idm, _ = tiny_models
     overrides = [f"checkpoint={wm}", f"idm_checkpoint={idm}", f"train_dataset={root}", f"test_dataset={root}",
                  f"output_dir={tmp_path}", "episodes_per_task=1",
-                 "calibrate_overrides=[num_prompts=2,batch_size=2,num_future_frames=4,steps=2]",
-                 f"grpo_overrides=[{','.join(TINY_GRPO)},max_steps=1]",
-                 "eval_overrides=[task=[lift_bar],num_future_frames=4,num_windows=2,batch_size=2,steps=2,num_videos=0,"
-                 "hold_steps=0]"]
+                 "calibrate_overrides=" + quoted(["num_prompts=2", "batch_size=2", "num_future_frames=4", "steps=2"]),
+                 "grpo_overrides=" + quoted([*TINY_GRPO, "max_steps=1"]),
+                 "eval_overrides=" + quoted(["task=[lift_bar]", "num_future_frames=4", "num_windows=2", "batch_size=2",
+                                             "steps=2", "num_videos=0", "hold_steps=0"])]
     cfg = validate(configs.compose("grpo_experiment", overrides), GRPOExperimentConfig)
     evals = run_stages(cfg)
     assert set(evals) == {"before", "executability", "perceptual"}
