@@ -5,6 +5,7 @@ field and runs ``__post_init__``, so a bad value fails at start with its field n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
@@ -520,6 +521,29 @@ class GRPOExperimentConfig:
 
 # ============================================================================ planner
 @dataclass
+class SafetyConfig:
+    """Settings of real_robot.safety.SafetyFilter, the last guard between the planner and the arms."""
+
+    velocity_scale: float = 1.0  # fraction of the embodiment's velocity limits, in (0, 1]
+    acceleration_scale: float = 1.0  # fraction of the embodiment's acceleration limits, in (0, 1]
+    max_frame_age_s: float = 0.5  # hold when any camera frame is older than this
+    max_state_age_s: float = 0.1  # hold when the joint state is older than this
+    position_margin: float = 0.0  # rad kept away from the arm joints' position limits
+
+    def __post_init__(self) -> None:
+        for name in ("velocity_scale", "acceleration_scale"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"config field 'safety.{name}': must be in (0, 1], got {value}")
+        for name in ("max_frame_age_s", "max_state_age_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0.0):
+                raise ValueError(f"config field 'safety.{name}': must be positive and finite, got {value}")
+        if not (math.isfinite(self.position_margin) and self.position_margin >= 0.0):
+            raise ValueError(f"config field 'safety.position_margin': must be >= 0 and finite, got {self.position_margin}")
+
+
+@dataclass
 class PlannerConfig:
     """The receding-horizon planner (EVA section 5); see real_robot/planner.py."""
 
@@ -533,9 +557,7 @@ class PlannerConfig:
     replan_every: int = 0  # control steps executed before replanning; 0 = the whole imagined chunk (EVA)
     seed: int = 0  # plan i of an episode uses seed + i
     device: str = "cpu"  # torch device of both models, e.g. cuda:0
-    # keyword arguments of real_robot.safety.SafetyConfig, the filter every target goes through (a dict:
-    # real_robot.safety imports configs, so configs cannot import it at module level)
-    safety: dict[str, Any] = field(default_factory=dict)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)  # the filter every target goes through
 
     def __post_init__(self) -> None:
         _check(self.camera in CAMERAS, "planner.camera", f"unknown '{self.camera}'; known {list(CAMERAS)}")
@@ -547,12 +569,6 @@ class PlannerConfig:
         _check(self.replan_every >= 0, "planner.replan_every", f"must be >= 0, got {self.replan_every}")
         _check(self.device == "cpu" or self.device.startswith("cuda"), "planner.device",
                f"expected 'cpu' or 'cuda[:N]', got '{self.device}'")
-        from real_robot.safety import SafetyConfig
-
-        try:
-            SafetyConfig(**self.safety)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"config field 'planner.safety': {e}") from e
 
 
 # Primary config (configs/<name>.yaml) -> the schema its app validates against.

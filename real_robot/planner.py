@@ -30,7 +30,7 @@ from configs.embodiment import Embodiment
 from configs.schema import PlannerConfig
 from idm.decode import decode_for_execution
 from idm.model import InverseDynamicsModel
-from real_robot.safety import Command, SafetyConfig, SafetyFilter
+from real_robot.safety import Command, SafetyFilter
 from world_model.pipeline import WorldModelPipeline, load_world_model
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class Planner:
         self.pipe, self.idm, self.embodiment, self.cfg = pipe.to(cfg.device), idm.to(cfg.device), embodiment, cfg
         self.num_history = pipe.config.num_history_frames
         self.history = HistoryBuffer([cfg.camera], self.num_history, pipe.config.fps, pipe.config.image_size)
-        self.safety = SafetyFilter(embodiment, SafetyConfig(**cfg.safety), cameras=[cfg.camera])
+        self.safety = SafetyFilter(embodiment, cfg.safety, cameras=[cfg.camera])
         self.instruction: str | None = None
         self.chunk = np.zeros((0, ACTION_DIM))
         self.cursor = 0  # next row of the chunk

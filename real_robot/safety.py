@@ -42,6 +42,7 @@ import numpy as np
 
 from configs.constants import ACTION_DIM, GRIPPER_INDICES
 from configs.embodiment import Embodiment
+from configs.schema import SafetyConfig  # noqa: F401  (re-exported: the filter's settings)
 
 logger = logging.getLogger(__name__)
 
@@ -53,27 +54,6 @@ STALE_STATE = "stale_state"
 OUT_OF_ORDER_FRAME = "out_of_order_frame"
 OUT_OF_ORDER_STATE = "out_of_order_state"
 INVALID_TARGET = "invalid_target"
-
-
-@dataclass
-class SafetyConfig:
-    velocity_scale: float = 1.0  # fraction of the embodiment's velocity limits, in (0, 1]
-    acceleration_scale: float = 1.0  # fraction of the embodiment's acceleration limits, in (0, 1]
-    max_frame_age_s: float = 0.5  # hold when any camera frame is older than this
-    max_state_age_s: float = 0.1  # hold when the joint state is older than this
-    position_margin: float = 0.0  # rad kept away from the arm joints' position limits
-
-    def __post_init__(self) -> None:
-        for name in ("velocity_scale", "acceleration_scale"):
-            value = getattr(self, name)
-            if not 0.0 < value <= 1.0:
-                raise ValueError(f"SafetyConfig.{name} must be in (0, 1], got {value}")
-        for name in ("max_frame_age_s", "max_state_age_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0.0):
-                raise ValueError(f"SafetyConfig.{name} must be positive and finite, got {value}")
-        if not (math.isfinite(self.position_margin) and self.position_margin >= 0.0):
-            raise ValueError(f"SafetyConfig.position_margin must be >= 0 and finite, got {self.position_margin}")
 
 
 @dataclass(frozen=True, eq=False)
