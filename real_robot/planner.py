@@ -205,10 +205,15 @@ class Planner:
 
     def latency_summary(self) -> dict[str, dict[str, float]]:
         """Median and 95th percentile (seconds) of each planning stage over all plans so far."""
-        summary = {}
-        for stage in STAGES:
-            values = np.array([t[stage] for t in self.timings])
-            summary[stage] = {"count": len(values),
-                              "median": float(np.median(values)) if len(values) else float("nan"),
-                              "p95": float(np.percentile(values, 95)) if len(values) else float("nan")}
-        return summary
+        return summarize_timings(self.timings)
+
+
+def summarize_timings(timings: list[dict]) -> dict[str, dict[str, float]]:
+    """Count, median and 95th percentile (seconds) of each stage of ``Planner.timings`` records."""
+    summary = {}
+    for stage in STAGES:
+        values = np.array([t[stage] for t in timings])
+        summary[stage] = {"count": len(values),
+                          "median": float(np.median(values)) if len(values) else float("nan"),
+                          "p95": float(np.percentile(values, 95)) if len(values) else float("nan")}
+    return summary

@@ -55,6 +55,8 @@ def _evaluate_one(task: str, seed: int) -> dict[str, Any]:
     policy = _WORKER["policies"][(task, split)]
     record_every = max(1, int(round(_WORKER["fps"] / cfg.video_fps)))
     cams = list(cfg.render.cameras) if cfg.eval.save_video != "none" else []
+    timings = getattr(policy, "timings", None)  # planners record the time of each planning stage
+    n_plans = len(timings) if timings is not None else 0
     t0 = time.perf_counter()
     ep = run_policy(env, policy, seed, record_cameras=cams, record_every=record_every)
     elapsed = time.perf_counter() - t0
@@ -67,6 +69,7 @@ def _evaluate_one(task: str, seed: int) -> dict[str, Any]:
         "sum_reward": float(np.sum(ep.rewards)), "max_reward": float(np.max(ep.rewards, initial=0.0)),
         "success": bool(ep.success), "steps": ep.steps, "failure_reason": ep.failure_reason,
         "video_path": str(video) if video else None, "eval_s": elapsed,
+        **({"plan_timings": timings[n_plans:]} if timings is not None else {}),
     }
 
 
@@ -109,6 +112,11 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                                 keep=lambda r: not r["skipped"], on_result=on_result, window=2 * cfg.workers)
             per_task[task] = {"per_episode": eps, "aggregated": aggregate(eps, time.time() - t0),
                               "skipped_seeds": skipped}
+            if any("plan_timings" in e for e in eps):  # per-stage planner latency (median, p95)
+                from real_robot.planner import summarize_timings
+
+                per_task[task]["planner_latency_s"] = summarize_timings(
+                    [t for e in eps for t in e.get("plan_timings", [])])
             all_eps.extend(eps)
     bar.close()
     overall = aggregate(all_eps, time.time() - t_start)

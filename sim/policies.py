@@ -113,6 +113,11 @@ class PlannerPolicy:
         command = self.planner.step(state, now)
         return state.copy() if command.position is None else command.position
 
+    @property
+    def timings(self) -> list[dict]:
+        """One record of stage times per plan (``real_robot.planner.Planner.timings``)."""
+        return self.planner.timings
+
     def latency_summary(self) -> dict[str, dict[str, float]]:
         """Median and p95 seconds of each planning stage (history, world_model, idm, total)."""
         return self.planner.latency_summary()

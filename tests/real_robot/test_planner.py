@@ -218,3 +218,19 @@ def test_planner_policy_closed_loop_in_mujoco(checkpoints, embodiment):
     summary = policy.latency_summary()
     assert summary["total"]["count"] == -(-ep.steps // CHUNK)  # one plan per 20-step chunk
     assert all(np.isfinite(summary[s]["median"]) and np.isfinite(summary[s]["p95"]) for s in STAGES)
+
+
+def test_eva_eval_with_the_planner_reports_stage_latency(checkpoints, tmp_path):
+    from sim.evaluate import evaluate
+
+    wm, idm = checkpoints
+    cfg = validate(configs.compose("evaluate", [
+        "policy=planner", f"policy.planner.world_model={wm}", f"policy.planner.idm={idm}",
+        f"policy.planner.num_future_frames={FUTURE}", "policy.planner.steps=2", "task=[lift_bar]",
+        "tasks.lift_bar.step_limit=40", f"render.height={SIZE}", f"render.width={SIZE}", "render.cameras=[cam_high]",
+        "eval.episodes_per_task=1", "eval.only_expert_solvable=false", "eval.save_video=none", "workers=1",
+        f"output_dir={tmp_path}"]), EvaluateConfig)
+    info = evaluate(cfg)
+    latency = info["per_task"]["lift_bar"]["planner_latency_s"]
+    assert latency["total"]["count"] == 2 and latency["world_model"]["median"] > 0  # 40 steps, 20-step chunks
+    assert len(info["per_episode"][0]["plan_timings"]) == 2
