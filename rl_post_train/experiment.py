@@ -19,14 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
-import hydra
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
 
 import configs  # noqa: E402
 from configs.run_files import atomic_write_text, save_resolved_config  # noqa: E402
@@ -181,8 +180,11 @@ def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
     return text
 
 
-@hydra.main(version_base=None, config_path="../configs", config_name="grpo_experiment")
-def main(dcfg: DictConfig) -> None:
+def main(argv: list[str] | None = None) -> None:
+    # Hydra's compose API, not @hydra.main: every stage composes its own config with it, which cannot
+    # happen inside a running Hydra app. Overrides are Hydra's, e.g. output_dir=... rewards=[executability].
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    dcfg = configs.compose("grpo_experiment", list(sys.argv[1:] if argv is None else argv))
     cfg = validate(dcfg, GRPOExperimentConfig)
     save_resolved_config(dcfg, cfg.output_dir, "grpo_experiment_config.yaml")
     report(cfg, run_stages(cfg))

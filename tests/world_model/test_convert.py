@@ -193,7 +193,9 @@ def test_wan_release_folder_loads_to_identical_outputs(tmp_path, variant, shards
     source = tiny_model(variant)
     write_wan_release(tmp_path / "release", source, variant, shards=shards)
     loaded = load_wan_original(tmp_path / "release")  # config.json next to the weights
-    assert torch.equal(forward(loaded, variant), forward(source, variant))
+    # identical weights (below) are the guarantee; the forward passes agree to float rounding (a loaded
+    # tensor's memory layout can pick another CPU kernel)
+    torch.testing.assert_close(forward(loaded, variant), forward(source, variant), rtol=1e-5, atol=1e-5)
     for key, value in source.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
 
@@ -204,7 +206,7 @@ def test_wan_pth_file_loads(tmp_path):
     torch.save(original, tmp_path / "release" / "model.pth")
     (tmp_path / "release" / WAN_WEIGHTS_NAME).unlink()
     loaded = load_wan_original(tmp_path / "release" / "model.pth", tmp_path / "release" / CONFIG_NAME)
-    assert torch.equal(forward(loaded, "i2v"), forward(source, "i2v"))
+    torch.testing.assert_close(forward(loaded, "i2v"), forward(source, "i2v"), rtol=1e-5, atol=1e-5)
 
 
 def test_extra_missing_and_misshapen_keys_are_refused_with_their_names(tmp_path):
@@ -280,10 +282,10 @@ def test_lvp_checkpoint_loads_to_identical_outputs(tmp_path, layout):
     (tmp_path / "base" / CONFIG_NAME).write_text(json.dumps(original_config("i2v")))
 
     loaded = load_lvp(tmp_path / "lvp_14B.ckpt", tmp_path / "base")
-    assert torch.equal(forward(loaded, "i2v"), forward(source, "i2v"))
+    torch.testing.assert_close(forward(loaded, "i2v"), forward(source, "i2v"), rtol=1e-5, atol=1e-5)
     if layout == "ema":
         raw = load_lvp(tmp_path / "lvp_14B.ckpt", tmp_path / "base", use_ema=False)
-        assert torch.equal(forward(raw, "i2v"), forward(tiny_model("i2v", seed=7), "i2v"))
+        torch.testing.assert_close(forward(raw, "i2v"), forward(tiny_model("i2v", seed=7), "i2v"), rtol=1e-5, atol=1e-5)
 
 
 def test_lvp_without_model_prefix_is_refused():
@@ -301,7 +303,7 @@ def test_cli_writes_a_diffusers_checkpoint(tmp_path):
     assert main(["--from", "wan", "--src", str(tmp_path / "release"), "--dst", str(tmp_path / "wan_out")]) == 0
     assert (tmp_path / "wan_out" / CONFIG_NAME).is_file() and (tmp_path / "wan_out" / WAN_WEIGHTS_NAME).is_file()
     reloaded = WanTransformer3DModel.from_pretrained(tmp_path / "wan_out")
-    assert torch.equal(forward(reloaded, "i2v"), forward(source, "i2v"))
+    torch.testing.assert_close(forward(reloaded, "i2v"), forward(source, "i2v"), rtol=1e-5, atol=1e-5)
 
     torch.save(lightning_checkpoint(diffusers_to_lvp(source.state_dict())["state_dict"]), tmp_path / "lvp.ckpt")
     argv = ["--from", "lvp", "--src", str(tmp_path / "lvp.ckpt"), "--dst", str(tmp_path / "lvp_out"),
