@@ -52,7 +52,7 @@ from rl_post_train.rewards import (CALIBRATION_FILE, Calibration, ExecutabilityR
 from sim.dataset import LeRobotDataset
 from sim.video import write_mp4
 from world_model.data import ClipWindows
-from world_model.pipeline import WorldModelPipeline
+from world_model.pipeline import LORA_WEIGHTS, WorldModelPipeline
 from world_model.train import LORA_TARGETS, setup_distributed
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def save_lora_model(pipe: WorldModelPipeline, base: str, out: Path) -> None:
     """The base pipeline's folders plus ``pytorch_lora_weights.safetensors``: a loadable world model."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(base, tmp, ignore=shutil.ignore_patterns("pytorch_lora_weights.safetensors"))
+    shutil.copytree(base, tmp, ignore=shutil.ignore_patterns(LORA_WEIGHTS))
     WorldModelPipeline.save_lora_weights(tmp, transformer_lora_layers=get_peft_model_state_dict(pipe.transformer))
     replace_dir(tmp, out)
 
@@ -135,7 +135,7 @@ def train(cfg: GRPOConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     embodiment = Embodiment.from_dict(cfg.embodiment, source="config 'embodiment'")
     calibration = load_calibration(cfg, run_dir, rank)
-    if (Path(cfg.checkpoint) / "pytorch_lora_weights.safetensors").exists():
+    if (Path(cfg.checkpoint) / LORA_WEIGHTS).exists():
         raise ValueError(f"{cfg.checkpoint}: a LoRA checkpoint; GRPO starts from a full model (fuse it first)")
     pipe = WorldModelPipeline.from_pretrained(cfg.checkpoint)
     fps, h = pipe.config.fps, pipe.config.num_history_frames
