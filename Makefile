@@ -26,7 +26,8 @@ system-deps:
 
 $(STAMP): pyproject.toml constraints.txt | system-deps
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	# setuptools below 80: colcon-core (ROS 2 workspace builds) requires it
+	$(BIN)/python -m pip install -q --upgrade pip "setuptools<80" wheel
 	# torch first, torchvision pinned in the same command (DESIGN.md section 5)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[all]"
