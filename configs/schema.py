@@ -235,6 +235,9 @@ class EvalIDMConfig:
 
 
 # ============================================================================ rewards
+PERCEPTUAL_METRICS = ("l1_lpips", "l1", "lpips", "mse", "mae", "psnr", "ssim")  # rl_post_train.rewards
+
+
 @dataclass
 class ExecutabilityRewardConfig:
     """EVA's executability reward (section 4.2, eqs 5-9); see rl_post_train/rewards.py.
@@ -395,11 +398,10 @@ class RewardConfig:
         return "planner" if self.name == "executability" else "simulator"
 
     def __post_init__(self) -> None:
-        from_list = ("l1_lpips", "l1", "lpips", "mse", "mae", "psnr", "ssim")
         _check(self.name in ("executability", "perceptual"), "reward.name",
                f"must be 'executability' or 'perceptual', got '{self.name}'")
-        _check(self.perceptual_metric in from_list, "reward.perceptual_metric",
-               f"unknown '{self.perceptual_metric}'; known {list(from_list)}")
+        _check(self.perceptual_metric in PERCEPTUAL_METRICS, "reward.perceptual_metric",
+               f"unknown '{self.perceptual_metric}'; known {list(PERCEPTUAL_METRICS)}")
         _check(self.combine in ("sum", "advantages"), "reward.combine", f"must be 'sum' or 'advantages', got '{self.combine}'")
         _check(self.perceptual_weight >= 0 and self.repetition_weight >= 0, "reward.*_weight", "must be >= 0")
 

@@ -21,11 +21,15 @@ from idm.decode import decode_video
 from idm.model import InverseDynamicsModel
 
 
-def best_time(fn, repeats: int) -> float:
+def best_time(fn, repeats: int, sync=None) -> float:
+    """Shortest of ``repeats`` runs of ``fn``; ``sync`` (e.g. torch.cuda.synchronize) brackets each run."""
+    sync = sync or (lambda: None)
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - t0)
     return best
 

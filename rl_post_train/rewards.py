@@ -30,7 +30,7 @@ import torch
 
 from configs.embodiment import Embodiment
 from configs.run_files import atomic_write_json
-from configs.schema import ExecutabilityRewardConfig
+from configs.schema import PERCEPTUAL_METRICS, ExecutabilityRewardConfig
 from idm.decode import to_control_rate
 from world_model.metrics import lpips_model, mae, mse, psnr, repetition_rate, ssim
 
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "executability_calibration.json"
 CALIBRATE_COMMAND = "eva-calibrate-reward"
-PERCEPTUAL_METRICS = ("l1_lpips", "l1", "lpips", "mse", "mae", "psnr", "ssim")
 
 
 @dataclass

@@ -12,29 +12,18 @@ fp32 and bf16 autocast, alternating.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 import configs
 from configs.schema import TrainWMConfig, validate
+from idm.benchmark import best_time
 from world_model.build import build_pipeline, load_preset
 from world_model.latents import clip_layout
 from world_model.pipeline import load_world_model
 from world_model.train import flow_loss
 
 INSTRUCTION = "lift the bar with both arms"
-
-
-def best_time(fn, repeats: int, sync) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
