@@ -11,7 +11,8 @@ Chunk timing: row i of a plan is the IDM's action at ``frame_stamp + i * dt``, w
 is the capture time of the newest history frame (action t is the command issued at frame t, as in the
 datasets and in ``world_model.imagine``). When a plan starts later than that frame, the rows already in
 the past are skipped. All times are seconds on one clock (sim time in simulation, capture stamps on
-the robot). Planning runs synchronously inside :meth:`Planner.step`.
+the robot). Planning runs synchronously inside :meth:`Planner.step`, and never while the e-stop is
+latched: the filter brakes and holds at the control rate, and the first tick after a reset replans.
 """
 
 from __future__ import annotations
@@ -191,6 +192,9 @@ class Planner:
         ``state_stamp``, default ``now``). Replans when the chunk's executed part is used up."""
         self.safety.update_state(state, now if state_stamp is None else state_stamp)
         if not self.history.ready:  # nothing to plan from; the filter holds (no frame)
+            return self.safety.filter(self.safety.command, now)
+        if self.safety.estopped:  # no planning while latched: the loop keeps its rate, and the
+            self.execute_until = self.cursor  # first tick after the reset plans from fresh frames
             return self.safety.filter(self.safety.command, now)
         if self.cursor >= self.execute_until:
             self.chunk = self.plan(now)

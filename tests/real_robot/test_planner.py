@@ -95,10 +95,11 @@ def make_planner(checkpoints, embodiment, **overrides) -> Planner:
     return Planner.from_config(cfg, embodiment)
 
 
-def run_steps(planner: Planner, embodiment, n: int, observe_ticks: int | None = None) -> list:
-    """n control ticks at rest, observing a frame at each of the first ``observe_ticks`` ticks (default all)."""
+def run_steps(planner: Planner, embodiment, n: int, observe_ticks: int | None = None, start: int = 0) -> list:
+    """n control ticks at rest from tick ``start``, observing a frame at each of the first ``observe_ticks``
+    ticks (default all)."""
     commands = []
-    for t in range(n):
+    for t in range(start, start + n):
         now = t * embodiment.dt
         if observe_ticks is None or t < observe_ticks:
             planner.observe({"cam_high": frame(t % 256)}, now)
@@ -181,6 +182,19 @@ def test_stale_or_out_of_order_frames_hold(checkpoints, embodiment):
     assert planner.history.latest_stamp("cam_high") == last_frame
     command = planner.step(embodiment.home, 0.7)
     assert command.hold and any("out-of-order" in r for r in command.reasons)
+
+
+def test_no_planning_while_estopped_and_a_fresh_plan_after_the_reset(checkpoints, embodiment):
+    planner = make_planner(checkpoints, embodiment)
+    planner.reset("lift the bar")
+    run_steps(planner, embodiment, 3)
+    assert planner.num_plans == 1 and planner.cursor < planner.execute_until  # mid-chunk
+    planner.safety.estop()
+    held = run_steps(planner, embodiment, 30, start=3)  # well past the chunk's end
+    assert planner.num_plans == 1 and all(c.hold and c.reasons == ("e-stop latched",) for c in held)
+    planner.safety.reset()
+    command = run_steps(planner, embodiment, 1, start=33)[0]
+    assert planner.num_plans == 2 and not command.hold
 
 
 def test_checkpoints_must_match_the_planner(checkpoints, embodiment, tmp_path):

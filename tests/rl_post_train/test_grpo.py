@@ -175,7 +175,8 @@ def test_accumulation_does_not_change_the_update(tiny_models, tmp_path):
     two = train(grpo_config(tiny_models, tmp_path / "mb2", "max_steps=1", "micro_batch=2", "train_timesteps=early"))
     a, b = load_file(str(one / "pytorch_lora_weights.safetensors")), load_file(str(two / "pytorch_lora_weights.safetensors"))
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-7)
+        # one Adam step moves each weight by about lr (3e-4) or less; summation order moves it by far less
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
 
 
 def test_perceptual_run_and_window_mode(tiny_models, tmp_path):
@@ -220,4 +221,5 @@ def test_two_processes_match_one(tiny_models, tmp_path):
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
     a, b = load_file(str(one / "pytorch_lora_weights.safetensors")), _lora(tmp_path / "two")
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-7)
+        # one Adam step moves each weight by about lr (3e-4) or less; summation order moves it by far less
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)

@@ -212,6 +212,10 @@ def test_planner_against_the_sim_robot_over_loopback(install, checkpoints, embod
         for _ in range(3):
             estop.publish(Bool(data=True))
             spin_for(0.1)
+        deadline = time.monotonic() + 15  # a plan in flight when the e-stop arrived finishes first
+        while not diagnostics[-1]["estopped"] and time.monotonic() < deadline:
+            spin_for(0.2)
+        assert diagnostics[-1]["estopped"], "the e-stop was not latched"
         spin_for(1.0)  # controlled stop: at most v / a = 0.13 s of braking on the ViperX
         start = {arm: len(msgs) for arm, msgs in received.items()}
         spin_for(1.5)
