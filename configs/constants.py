@@ -46,3 +46,6 @@ ROBOTWIN_SEED_STRIDE = 100_000
 
 def robotwin_start_seed(seed: int) -> int:
     return ROBOTWIN_SEED_STRIDE * (1 + seed)
+
+# world-model image-to-video condition channels at future frames (world_model.model.i2v_condition)
+FUTURE_CONDITIONS = ("zeros", "last_history")

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from configs.constants import CAMERAS
+from configs.constants import CAMERAS, FUTURE_CONDITIONS
 
 
 def _check(cond: bool, where: str, msg: str) -> None:
@@ -282,11 +282,14 @@ class WorldModelConfig:
     image_size: list[int] = field(default_factory=lambda: [128, 128])
     fps: int = 10
     flow_shift: float = 3.0
+    future_condition: str = "zeros"  # image-to-video condition channels at future frames: zeros|last_history
 
     def __post_init__(self) -> None:
         where = f"world_model ({self.name})"
         _check(self.codec.get("type") in ("patch", "wan_vae"), f"{where}.codec.type",
                f"expected 'patch' or 'wan_vae', got {self.codec.get('type')!r}")
+        _check(self.future_condition in FUTURE_CONDITIONS, f"{where}.future_condition",
+               f"expected one of {FUTURE_CONDITIONS}, got {self.future_condition!r}")
         _check(self.text_encoder.get("type") in ("tiny_umt5", "umt5_xxl"), f"{where}.text_encoder.type",
                f"expected 'tiny_umt5' or 'umt5_xxl', got {self.text_encoder.get('type')!r}")
         _check(tuple(self.transformer.get("patch_size", (1, 2, 2)))[0] == 1, f"{where}.transformer.patch_size",

@@ -42,10 +42,11 @@ def build_transformer(cfg: WorldModelConfig) -> WanTransformer3DModel:
     return WanTransformer3DModel(**kw)
 
 
-def build_codec(cfg: WorldModelConfig, latents_mean=None, latents_std=None):
+def build_codec(cfg: WorldModelConfig):
+    """An unfitted codec (a fitted PatchCodec comes from ``PatchCodec.fit`` on training frames)."""
     kw = {k: v for k, v in cfg.codec.items() if k != "type"}
     if cfg.codec["type"] == "patch":
-        return PatchCodec(latents_mean=latents_mean, latents_std=latents_std, **kw)
+        return PatchCodec(**kw)
     return AutoencoderKLWan(**kw)
 
 
@@ -62,10 +63,10 @@ def build_text_encoder(cfg: WorldModelConfig, instructions: list[str] | None = N
 
 
 def build_pipeline(cfg: WorldModelConfig, instructions: list[str], action_stats: tuple | None = None,
-                   latents_stats: tuple | None = None, seed: int = 0) -> WorldModelPipeline:
-    """A freshly initialised world model (the tiny preset trains from this)."""
+                   codec=None, seed: int = 0) -> WorldModelPipeline:
+    """A freshly initialised world model (the tiny preset trains from this), around ``codec`` when given."""
     torch.manual_seed(seed)
-    codec = build_codec(cfg, *(latents_stats or (None, None)))
+    codec = build_codec(cfg) if codec is None else codec
     transformer = build_transformer(cfg)
     z = codec_channels(codec)
     if transformer.config.in_channels not in (z, 2 * z + 4) or transformer.config.out_channels != z:
@@ -81,5 +82,5 @@ def build_pipeline(cfg: WorldModelConfig, instructions: list[str], action_stats:
     pipe = WorldModelPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=codec,
                               scheduler=make_scheduler("euler", cfg.flow_shift), action_encoder=action_encoder,
                               num_history_frames=cfg.num_history_frames, max_text_length=cfg.max_text_length,
-                              image_size=cfg.image_size, fps=cfg.fps)
+                              image_size=cfg.image_size, fps=cfg.fps, future_condition=cfg.future_condition)
     return pipe

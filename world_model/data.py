@@ -56,3 +56,12 @@ class ClipWindows:
         actions = np.stack([self.actions[e][s + offsets] for e, s in zip(episodes, starts)])
         return (torch.from_numpy(frames).float().div_(255.0), torch.from_numpy(actions),
                 [self.instructions[e] for e in episodes])
+
+    def sample_frames(self, rng: np.random.Generator, n: int) -> torch.Tensor:
+        """``n`` frames (n, 3, h, w) float in [0, 1], uniform over all frames of all episodes."""
+        lengths = np.array([len(f) for f in self.frames])
+        flat = rng.integers(0, lengths.sum(), size=n)
+        ends = np.cumsum(lengths)
+        ep = np.searchsorted(ends, flat, side="right")
+        idx = flat - (ends - lengths)[ep]
+        return torch.from_numpy(np.stack([self.frames[e][i] for e, i in zip(ep, idx)])).float().div_(255.0)

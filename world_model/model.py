@@ -11,7 +11,8 @@ Conditioning:
   given per token, ``(B, seq_len)``, which the Wan blocks accept (Wan2.2 TI2V uses the same hook),
   so history frames can be clean (sigma 0) or lightly noised while future frames are noisy.
   For image-to-video checkpoints (``in_channels = 2 * z + 4``: noisy latent, 4 mask channels, condition
-  latent, as Wan2.1-I2V and LVP) the history is also given in the condition channels.
+  latent, as Wan2.1-I2V and LVP) the history is also given in the condition channels, and the future
+  frames' condition channels hold zeros or the newest history latent (``i2v_condition``).
 * **Instruction**: text-encoder states through the transformer's cross-attention.
 * **Actions** (optional): the 14-D actions of the pixel frames each latent frame covers go through
   an MLP whose last layer is zero-initialised, and are added to the timestep embedding of that
@@ -31,7 +32,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from configs.constants import ACTION_DIM
+from configs.constants import ACTION_DIM, FUTURE_CONDITIONS
 
 NUM_TRAIN_TIMESTEPS = 1000  # Wan's timestep = 1000 * sigma
 I2V_MASK_CHANNELS = 4  # Wan2.1-I2V: one mask channel per pixel frame of a latent frame
@@ -84,15 +85,23 @@ def actions_per_latent_frame(actions: torch.Tensor, temporal_stride: int) -> tor
     return torch.cat([first, rest], dim=1)
 
 
-def i2v_condition(history_latents: torch.Tensor, num_history: int, num_frames: int) -> torch.Tensor:
+def i2v_condition(history_latents: torch.Tensor, num_history: int, num_frames: int,
+                  future: str = "zeros") -> torch.Tensor:
     """Mask + condition-latent channels of image-to-video checkpoints, (B, 4 + z, F, h, w).
 
-    The first ``num_history`` latent frames carry the (clean) history latents and a mask of ones;
-    the rest are zeros, as Wan2.1-I2V marks its known frames.
+    The first ``num_history`` latent frames carry the (clean) history latents and a mask of ones, as
+    Wan2.1-I2V marks its known frames. The future frames have a mask of zeros and, in their condition
+    channels, zeros (``future="zeros"``, Wan's layout) or the newest history latent
+    (``future="last_history"``: every future token sees the frame it most likely resembles at its own
+    position, so copying is a per-token map and training spends its steps on the motion).
     """
+    if future not in FUTURE_CONDITIONS:
+        raise ValueError(f"future condition '{future}': expected one of {FUTURE_CONDITIONS}")
     b, z, _, h, w = history_latents.shape
     cond = history_latents.new_zeros(b, z, num_frames, h, w)
     cond[:, :, :num_history] = history_latents[:, :, :num_history]
+    if future == "last_history":
+        cond[:, :, num_history:] = history_latents[:, :, num_history - 1:num_history]
     mask = history_latents.new_zeros(b, I2V_MASK_CHANNELS, num_frames, h, w)
     mask[:, :, :num_history] = 1.0  # one channel per pixel frame: all pixel frames of a history latent are known
     return torch.cat([mask, cond], dim=1)
@@ -123,7 +132,10 @@ def velocity(transformer: WanTransformer3DModel, latents: torch.Tensor, frame_si
                                                              f"{condition.shape[1]}") + ")")
     dtype = t.patch_embedding.weight.dtype
     rotary_emb = t.rope(x)
-    hidden = t.patch_embedding(x.to(dtype)).flatten(2).transpose(1, 2).contiguous()  # (B, L, D)
+    # one sample at a time: the convolution picks its kernel by batch size, and a sample's result
+    # must not depend on the rest of the batch
+    hidden = torch.cat([t.patch_embedding(sample[None]) for sample in x.to(dtype)])
+    hidden = hidden.flatten(2).transpose(1, 2).contiguous()  # (B, L, D)
     tokens_per_frame = (h // p_h) * (w // p_w)
 
     # per-token timestep embedding (diffusion forcing), plus the actions of each latent frame

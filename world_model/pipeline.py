@@ -69,12 +69,13 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
     _optional_components = ["action_encoder"]
 
     def __init__(self, tokenizer, text_encoder, transformer, vae, scheduler, action_encoder=None,
-                 num_history_frames: int = 4, max_text_length: int = 16, image_size=(128, 128), fps: int = 10):
+                 num_history_frames: int = 4, max_text_length: int = 16, image_size=(128, 128), fps: int = 10,
+                 future_condition: str = "zeros"):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
                               scheduler=scheduler, action_encoder=action_encoder)
         self.register_to_config(num_history_frames=num_history_frames, max_text_length=max_text_length,
-                                image_size=list(image_size), fps=fps)
+                                image_size=list(image_size), fps=fps, future_condition=future_condition)
 
     @property
     def temporal_stride(self) -> int:
@@ -105,7 +106,8 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         n_hist = history_latents.shape[2]
         condition = None
         if self.transformer.config.in_channels == 2 * codec_channels(self.vae) + 4:
-            condition = i2v_condition(history_latents, n_hist, num_latent_frames)
+            condition = i2v_condition(history_latents, n_hist, num_latent_frames,
+                                      self.config.get("future_condition", "zeros"))
         latent_actions = None
         if actions is not None:  # the anchor frame takes the first history frame's action
             latent_actions = actions_per_latent_frame(with_anchor(actions), self.temporal_stride)

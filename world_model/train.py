@@ -54,6 +54,7 @@ from world_model.pipeline import WorldModelPipeline
 log = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.pt"
+CODEC_FIT_FRAMES = 1000  # training frames a fresh PatchCodec is fitted on (256 blocks each at 128x128)
 # DESIGN.md section 4: LoRA targets of the Wan transformer
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj", "ffn.net.0.proj", "ffn.net.2"]
 
@@ -118,20 +119,25 @@ def setup_distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def build_or_load(cfg: TrainWMConfig, ds: LeRobotDataset) -> WorldModelPipeline:
+def build_or_load(cfg: TrainWMConfig, ds: LeRobotDataset, frames: ClipWindows) -> WorldModelPipeline:
+    """The world model to train: ``init_from``, or a fresh one whose PatchCodec is fitted on training frames."""
+    wm = cfg.world_model
     if cfg.init_from:
-        return WorldModelPipeline.from_pretrained(cfg.init_from)
+        pipe = WorldModelPipeline.from_pretrained(cfg.init_from)
+        for name in ("num_history_frames", "image_size", "fps"):
+            if list(np.atleast_1d(pipe.config[name])) != list(np.atleast_1d(getattr(wm, name))):
+                raise ValueError(f"init_from {cfg.init_from}: {name} is {pipe.config[name]}, the world_model "
+                                 f"config '{wm.name}' says {getattr(wm, name)}")
+        return pipe
     stats = json.loads((ds.root / "meta" / "stats.json").read_text())
     action_stats = (stats[ACTION_KEY]["mean"], stats[ACTION_KEY]["std"])
-    latents_stats = None
-    if cfg.world_model.codec["type"] == "patch":  # per-channel stats of the space-to-depth codec, from RGB stats
-        p = cfg.world_model.codec.get("patch", 8)
-        mean = np.asarray(stats[image_key(cfg.camera)]["mean"], dtype=np.float64).reshape(3)
-        std = np.asarray(stats[image_key(cfg.camera)]["std"], dtype=np.float64).reshape(3)
-        latents_stats = (np.repeat(2 * mean - 1, p * p).tolist(), np.repeat(2 * std, p * p).tolist())
+    codec = None
+    if wm.codec["type"] == "patch":
+        sample = frames.sample_frames(np.random.default_rng(cfg.seed), CODEC_FIT_FRAMES)
+        codec = PatchCodec.fit(sample, **{k: v for k, v in wm.codec.items() if k != "type"})
+        log.info("PatchCodec fitted on %d training frames: %d latent channels", len(sample), codec.z_dim)
     instructions = sorted({i for t in cfg.tasks.values() for i in [*t.instructions, *t.eval_instructions]})
-    return build_pipeline(cfg.world_model, instructions, action_stats=action_stats, latents_stats=latents_stats,
-                          seed=cfg.seed)
+    return build_pipeline(wm, instructions, action_stats=action_stats, codec=codec, seed=cfg.seed)
 
 
 def train(cfg: TrainWMConfig) -> Path:
@@ -144,14 +150,13 @@ def train(cfg: TrainWMConfig) -> Path:
     ds = LeRobotDataset(cfg.dataset_root, expected_embodiment=cfg.embodiment["name"])
     train_eps, val_eps = split_episodes(ds, cfg.val_episodes_per_task)
     wm = cfg.world_model
+    clip_frames = wm.num_history_frames + cfg.num_future_frames
+    train_w = ClipWindows(ds, train_eps, cfg.camera, wm.fps, clip_frames, wm.image_size, progress=rank == 0)
+    val_w = ClipWindows(ds, val_eps, cfg.camera, wm.fps, clip_frames, wm.image_size, progress=rank == 0)
     torch.manual_seed(cfg.seed)
-    pipe = build_or_load(cfg, ds)
-    stride = 1 if isinstance(pipe.vae, PatchCodec) else int(pipe.vae.config.scale_factor_temporal)
-    n_hist, _ = clip_layout(pipe.config.num_history_frames, cfg.num_future_frames, stride)
-    clip_frames = pipe.config.num_history_frames + cfg.num_future_frames
-    size = tuple(pipe.config.image_size)
-    train_w = ClipWindows(ds, train_eps, cfg.camera, pipe.config.fps, clip_frames, size, progress=rank == 0)
-    val_w = ClipWindows(ds, val_eps, cfg.camera, pipe.config.fps, clip_frames, size, progress=rank == 0)
+    pipe = build_or_load(cfg, ds, train_w)
+    n_hist, _ = clip_layout(wm.num_history_frames, cfg.num_future_frames, pipe.temporal_stride)
+    stride = pipe.temporal_stride
     log.info("world-model data: %d training clips from %d episodes, %d validation episodes", len(train_w),
              len(train_eps), len(val_eps))
 

@@ -11,7 +11,7 @@ from configs.constants import ACTION_DIM
 from configs.schema import TrainWMConfig, validate
 from world_model.build import build_transformer, load_preset
 from world_model.latents import PatchCodec, clip_layout, with_anchor
-from world_model.model import ActionEncoder, actions_per_latent_frame, velocity
+from world_model.model import ActionEncoder, actions_per_latent_frame, i2v_condition, velocity
 
 # Parameter counts of the published architectures (diffusers layout), from their configs:
 # Wan2.1-T2V-1.3B 1.42B, Wan2.1-I2V-14B 16.4B (14B + the image cross-attention), Wan2.2-TI2V-5B 5.0B.
@@ -47,7 +47,10 @@ def test_velocity_equals_diffusers_forward_with_per_token_timesteps():
     x, text = torch.randn(2, 16, 3, 4, 6), torch.randn(2, 5, 12)
     sig = torch.rand(2, 3)
     ref = t(x, (sig * 1000).repeat_interleave(2 * 3, dim=1), text, return_dict=False)[0]
-    assert torch.equal(velocity(t, x, sig, text), ref.float())
+    for i in range(2):  # velocity() embeds one sample at a time, as diffusers does at batch 1
+        one = t(x[i:i + 1], (sig[i:i + 1] * 1000).repeat_interleave(2 * 3, dim=1), text[i:i + 1], return_dict=False)[0]
+        assert torch.equal(velocity(t, x[i:i + 1], sig[i:i + 1], text[i:i + 1]), one.float())
+    torch.testing.assert_close(velocity(t, x, sig, text), ref.float(), rtol=1e-5, atol=1e-6)  # kernel rounding
 
 
 @torch.no_grad()
@@ -96,6 +99,38 @@ def test_patch_codec_is_exactly_invertible():
     assert (codec.decode(z) - video).abs().max() < 1e-6
     with pytest.raises(ValueError, match="divisible by 8"):
         codec.encode(torch.zeros(1, 3, 1, 30, 32))
+
+
+def test_fitted_patch_codec_is_exact_on_its_span_and_saves_its_basis(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    patterns = torch.rand(4, 3, 8, 8, generator=g)  # every block is a mix of 4 patterns: a 4-D affine span
+    weights = torch.rand(40, 4, 4, 4, generator=g)  # 40 frames of 4x4 blocks
+    frames = torch.einsum("nkij,kcyx->nciyjx", weights / weights.sum(1, keepdim=True), patterns).reshape(40, 3, 32, 32)
+    codec = PatchCodec.fit(frames, patch=8, components=3)  # mixes of 4 patterns summing to 1: 3-D around the mean
+    assert codec.z_dim == 3 and codec.basis.shape == (3, 192)
+    torch.testing.assert_close(codec.basis @ codec.basis.T, torch.eye(3), atol=1e-5, rtol=0)
+    video = frames[:6].reshape(2, 3, 3, 32, 32).transpose(1, 2) * 2 - 1  # (B, 3, T, H, W)
+    z = codec.encode(video)
+    assert z.shape == (2, 3, 3, 4, 4)
+    assert (codec.decode(z) - video).abs().max() < 1e-5
+    var = codec.encode(frames[None].transpose(1, 2) * 2 - 1).var(dim=(0, 2, 3, 4))
+    assert abs(var.mean().item() - 1) < 0.05 and var[0] > var[2]  # one scale: unit variance on average
+    codec.save_pretrained(tmp_path / "vae")
+    loaded = PatchCodec.from_pretrained(tmp_path / "vae")
+    assert torch.equal(loaded.basis, codec.basis) and torch.equal(loaded.encode(video), z)
+    with pytest.raises(ValueError, match="components=200 must be in 1..192"):
+        PatchCodec(patch=8, components=200)
+
+
+def test_future_condition_holds_the_newest_history_latent():
+    hist = torch.randn(2, 5, 3, 4, 4)
+    cond = i2v_condition(hist, 3, 6, "last_history")
+    assert cond.shape == (2, 4 + 5, 6, 4, 4)
+    assert torch.equal(cond[:, :4, :3], torch.ones(2, 4, 3, 4, 4)) and not cond[:, :4, 3:].any()
+    assert torch.equal(cond[:, 4:, :3], hist) and torch.equal(cond[:, 4:, 3:], hist[:, :, 2:3].expand(2, 5, 3, 4, 4))
+    assert not i2v_condition(hist, 3, 6)[:, 4:, 3:].any()  # Wan's layout: zeros
+    with pytest.raises(ValueError, match="expected one of"):
+        i2v_condition(hist, 3, 6, "mean")
 
 
 def test_clip_layout_and_anchor():
