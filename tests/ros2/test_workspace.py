@@ -1,5 +1,6 @@
 """The ROS 2 workspace: the launch file matches the package, colcon builds and installs it, and the
 installed ``sim_robot_node`` + ``planner_node`` close the loop over DDS (loopback only) with tiny checkpoints.
+The colcon build (``install``) and the nodes' environment (``node_env``) are in ``conftest.py``.
 
 Every DDS participant here (the two node processes and this test process) runs with
 ``real_robot.ros_env.loopback_env`` and a random domain id. Needs the ``ros`` extra (rclpy wheels, colcon);
@@ -13,7 +14,6 @@ import configparser
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -23,11 +23,10 @@ import numpy as np
 import pytest
 
 from real_robot.ros_env import loopback_env
+from tests.ros2.conftest import REPO, node_env, stop, udp_sockets
 
-REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "ros2_ws" / "src" / "planner"
 LAUNCH = PACKAGE / "launch" / "eva.launch.py"
-COLCON = Path(sys.prefix) / "bin" / "colcon"
 SIZE = 64
 FUTURE = 4
 
@@ -84,21 +83,6 @@ def test_package_layout_and_params_files():
 
 
 # ------------------------------------------------------------------------------------ colcon
-@pytest.fixture(scope="module")
-def install(tmp_path_factory) -> Path:
-    if not COLCON.exists():
-        pytest.skip("colcon is not installed (the ros extra)")
-    root = tmp_path_factory.mktemp("colcon")
-    env = loopback_env(base=os.environ)
-    env["PATH"] = f"{COLCON.parent}{os.pathsep}{env.get('PATH', '')}"
-    result = subprocess.run(
-        [str(COLCON), "--log-base", str(root / "log"), "build", "--base-paths", str(REPO / "ros2_ws" / "src"),
-         "--build-base", str(root / "build"), "--install-base", str(root / "install")],
-        cwd=root, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return root / "install"
-
-
 def test_colcon_builds_and_installs_the_package(install):
     prefix = install / "planner"
     for rel in ("lib/planner/planner_node", "lib/planner/sim_robot_node", "share/planner/launch/eva.launch.py",
@@ -118,28 +102,6 @@ def checkpoints(lift_dataset, tmp_path_factory):
     root = tmp_path_factory.mktemp("ros_planner")
     wm = train(wm_train_config(lift_dataset, root / "run", "max_steps=1"))
     return wm, tiny_idm(root / "idm", size=SIZE)
-
-
-def node_env(install: Path, domain_id: int) -> dict[str, str]:
-    """What sourcing install/setup.bash would add, on top of the loopback-only settings."""
-    env = loopback_env(domain_id, base=os.environ)
-    prefix = install / "planner"
-    site = prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), str(REPO), env.get("PYTHONPATH", "")) if p)
-    env["AMENT_PREFIX_PATH"] = os.pathsep.join([str(prefix), env["AMENT_PREFIX_PATH"]])
-    env["MUJOCO_GL"] = env.get("MUJOCO_GL", "egl")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def test_planner_against_the_sim_robot_over_loopback(install, checkpoints, embodiment, tmp_path, monkeypatch):
@@ -232,21 +194,6 @@ def test_planner_against_the_sim_robot_over_loopback(install, checkpoints, embod
         for log in logs.values():
             log.close()
         rclpy.try_shutdown(context=context)
-
-
-def udp_sockets(pids: list[int]) -> list[tuple[int, str]]:
-    """(pid, local address) of every UDP socket the processes hold (``ss``); skips when ``ss`` is missing."""
-    try:
-        out = subprocess.run(["ss", "-H", "-uanp"], capture_output=True, text=True, timeout=10, check=True).stdout
-    except (FileNotFoundError, subprocess.CalledProcessError):
-        pytest.skip("ss is not available to list the sockets")
-    found = []
-    for line in out.splitlines():
-        fields = line.split()
-        for pid in pids:
-            if f"pid={pid}," in line:
-                found.append((pid, fields[3]))
-    return found
 
 
 def log_tail(tmp_path: Path, name: str, n: int = 40) -> str:

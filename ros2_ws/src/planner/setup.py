@@ -20,12 +20,13 @@ setup(
     zip_safe=True,
     maintainer="EVA stack",
     maintainer_email="eva@example.com",
-    description="EVA planner nodes: world model + IDM behind the safety filter, and a MuJoCo robot",
+    description="EVA planner nodes: world model + IDM behind the safety filter, a MuJoCo robot, an MCAP recorder",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
             "planner_node = planner.planner_node:main",
             "sim_robot_node = planner.sim_robot_node:main",
+            "recorder_node = planner.recorder_node:main",
         ],
     },
 )
