@@ -49,3 +49,11 @@ def robotwin_start_seed(seed: int) -> int:
 
 # world-model image-to-video condition channels at future frames (world_model.model.i2v_condition)
 FUTURE_CONDITIONS = ("zeros", "last_history")
+
+# eva-eval-wm methods: the checkpoint, the same architecture untrained, the last history frame repeated,
+# and the ground truth through the codec (the floor of any model in that latent space)
+WM_EVAL_METHODS = ("model", "untrained", "repeat_last", "codec")
+
+# what the world model's transformer predicts: Wan's velocity ``noise - x_data``, or ``residual``, the clean
+# future latent minus the newest history latent (world_model.model.residual_to_velocity)
+PREDICTIONS = ("velocity", "residual")

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from configs.constants import CAMERAS, FUTURE_CONDITIONS
+from configs.constants import CAMERAS, FUTURE_CONDITIONS, PREDICTIONS, WM_EVAL_METHODS
 
 
 def _check(cond: bool, where: str, msg: str) -> None:
@@ -283,11 +283,14 @@ class WorldModelConfig:
     fps: int = 10
     flow_shift: float = 3.0
     future_condition: str = "zeros"  # image-to-video condition channels at future frames: zeros|last_history
+    prediction: str = "velocity"  # the transformer's output: velocity (Wan) | residual (see world_model/model.py)
 
     def __post_init__(self) -> None:
         where = f"world_model ({self.name})"
         _check(self.codec.get("type") in ("patch", "wan_vae"), f"{where}.codec.type",
                f"expected 'patch' or 'wan_vae', got {self.codec.get('type')!r}")
+        _check(self.prediction in PREDICTIONS, f"{where}.prediction",
+               f"expected one of {PREDICTIONS}, got {self.prediction!r}")
         _check(self.future_condition in FUTURE_CONDITIONS, f"{where}.future_condition",
                f"expected one of {FUTURE_CONDITIONS}, got {self.future_condition!r}")
         _check(self.text_encoder.get("type") in ("tiny_umt5", "umt5_xxl"), f"{where}.text_encoder.type",
@@ -363,7 +366,7 @@ class EvalWMConfig:
     flow_shift: float = 3.0
     num_videos: int = 4  # mp4 grids (ground truth | the methods, in order)
     seed: int = 0
-    methods: list[str] = field(default_factory=lambda: ["model", "untrained", "repeat_last"])  # model is required
+    methods: list[str] = field(default_factory=lambda: list(WM_EVAL_METHODS))  # model is required
     # executability of IDM-decoded planner rollouts (EVA): needs an IDM; the reward itself needs P_0
     idm_checkpoint: Optional[str] = None
     reward: ExecutabilityRewardConfig = field(default_factory=ExecutabilityRewardConfig)
@@ -376,9 +379,8 @@ class EvalWMConfig:
         for name in ("num_future_frames", "num_windows", "batch_size", "steps"):
             _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
         _check(self.episodes_per_task >= 0 and self.hold_steps >= 0, "episodes_per_task/hold_steps", "must be >= 0")
-        known = ("model", "untrained", "repeat_last")
-        _check("model" in self.methods and set(self.methods) <= set(known), "methods",
-               f"must include 'model' and only {list(known)}, got {list(self.methods)}")
+        _check("model" in self.methods and set(self.methods) <= set(WM_EVAL_METHODS), "methods",
+               f"must include 'model' and only {list(WM_EVAL_METHODS)}, got {list(self.methods)}")
         _check(self.episodes_per_task == 0 or self.idm_checkpoint is not None, "episodes_per_task",
                "executing imagined episodes needs idm_checkpoint")
 

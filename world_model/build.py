@@ -18,7 +18,7 @@ from transformers import UMT5Config, UMT5EncoderModel
 from configs.constants import ACTION_DIM
 from configs.schema import WorldModelConfig, validate
 from world_model.latents import PatchCodec, codec_channels, codec_strides
-from world_model.model import ActionEncoder
+from world_model.model import ActionEncoder, zero_output_layer
 from world_model.pipeline import WorldModelPipeline, make_scheduler
 from world_model.text import build_word_tokenizer, tiny_text_encoder
 
@@ -68,6 +68,8 @@ def build_pipeline(cfg: WorldModelConfig, instructions: list[str], action_stats:
     torch.manual_seed(seed)
     codec = build_codec(cfg) if codec is None else codec
     transformer = build_transformer(cfg)
+    if cfg.prediction == "residual":
+        zero_output_layer(transformer)
     z = codec_channels(codec)
     if transformer.config.in_channels not in (z, 2 * z + 4) or transformer.config.out_channels != z:
         raise ValueError(f"world model '{cfg.name}': transformer in/out channels "
@@ -82,5 +84,6 @@ def build_pipeline(cfg: WorldModelConfig, instructions: list[str], action_stats:
     pipe = WorldModelPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=codec,
                               scheduler=make_scheduler("euler", cfg.flow_shift), action_encoder=action_encoder,
                               num_history_frames=cfg.num_history_frames, max_text_length=cfg.max_text_length,
-                              image_size=cfg.image_size, fps=cfg.fps, future_condition=cfg.future_condition)
+                              image_size=cfg.image_size, fps=cfg.fps, future_condition=cfg.future_condition,
+                              prediction=cfg.prediction)
     return pipe

@@ -7,9 +7,10 @@ ground truth), in both modes (``planner``: instruction only; ``simulator``: the 
 too), it compares with ground truth, per frame: PSNR, SSIM, LPIPS (AlexNet, real weights), and the
 repetition rate of each predicted video. Methods, all in the same run on the same windows:
 ``model`` (the checkpoint), ``untrained`` (the same architecture, codec and text encoder with a
-freshly initialised transformer and action encoder) and ``repeat_last`` (the last history frame,
-repeated). Writes ``wm_eval.json``, ``wm_eval.md``, a plot of the metrics, and mp4 grids
-(ground truth | model | repeat last) for the first windows.
+freshly initialised transformer and action encoder), ``repeat_last`` (the last history frame,
+repeated) and ``codec`` (the ground truth encoded and decoded by the world model's latent codec: the
+best any model in that latent space can do, which measures the codec's reconstruction error). Writes ``wm_eval.json``, ``wm_eval.md``, a plot of the metrics, and mp4 grids
+(ground truth | each method, in the order above) for the first windows.
 
 With ``idm_checkpoint``: the executability of the planner-mode rollouts of every method and of the ground
 truth, decoded by the IDM (EVA's penalty terms, limit violations, mean joint speed, and the reward when
@@ -38,6 +39,7 @@ from diffusers import WanTransformer3DModel  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from configs.constants import WM_EVAL_METHODS  # noqa: E402
 from configs.embodiment import Embodiment  # noqa: E402
 from configs.run_files import atomic_write_json, atomic_write_text, save_resolved_config  # noqa: E402
 from configs.schema import EvalWMConfig, validate  # noqa: E402
@@ -51,13 +53,14 @@ from sim.tasks import make_task  # noqa: E402
 from sim.video import write_mp4  # noqa: E402
 from world_model.data import ClipWindows  # noqa: E402
 from world_model.imagine import success_of_imagined_episodes  # noqa: E402
+from world_model.latents import decode_latents, encode_video, with_anchor  # noqa: E402
 from world_model.metrics import lpips_model, psnr, repetition_rate, ssim  # noqa: E402
-from world_model.model import ActionEncoder  # noqa: E402
+from world_model.model import ActionEncoder, zero_output_layer  # noqa: E402
 from world_model.pipeline import WorldModelPipeline, load_world_model  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-METHODS = ("model", "untrained", "repeat_last")
+METHODS = WM_EVAL_METHODS
 MODES = ("planner", "simulator")
 METRICS = ("psnr", "ssim", "lpips", "repetition")
 # executability of IDM-decoded planner rollouts (rl_post_train.rewards.ExecutabilityReward.penalty)
@@ -69,6 +72,8 @@ def untrained_copy(pipe: WorldModelPipeline, seed: int) -> WorldModelPipeline:
     fresh = copy.copy(pipe)
     torch.manual_seed(seed)
     transformer = WanTransformer3DModel.from_config(pipe.transformer.config).eval()
+    if pipe.config.get("prediction", "velocity") == "residual":
+        zero_output_layer(transformer)  # as build_pipeline starts it: the newest frame held still
     action_encoder = None
     if pipe.action_encoder is not None:
         action_encoder = ActionEncoder.from_config(pipe.action_encoder.config).eval()
@@ -77,6 +82,14 @@ def untrained_copy(pipe: WorldModelPipeline, seed: int) -> WorldModelPipeline:
                                         "action_std": pipe.action_encoder.action_std})
     fresh.register_modules(transformer=transformer, action_encoder=action_encoder)
     return fresh
+
+
+@torch.no_grad()
+def through_codec(pipe: WorldModelPipeline, frames: torch.Tensor) -> torch.Tensor:
+    """Frames (B, T, 3, H, W) in [0, 1] encoded and decoded by the world model's codec (a causal VAE
+    encodes the anchor frame first, as in training)."""
+    latents = encode_video(pipe.vae, with_anchor(frames).to(pipe.transformer.device))
+    return decode_latents(pipe.vae, latents)[:, 1:].cpu()
 
 
 def frame_metrics(pred: torch.Tensor, truth: torch.Tensor, lp) -> dict[str, np.ndarray]:
@@ -188,6 +201,8 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
         seeds = [cfg.seed + j for j in range(sl.start, sl.stop)]
         for mode in MODES:
             preds = {"repeat_last": history[:, -1:].expand_as(truth)} if "repeat_last" in methods else {}
+            if "codec" in methods:
+                preds["codec"] = through_codec(pipe, frames)[:, h:]
             for name, p in pipes.items():
                 preds[name] = p.rollout(history, texts, actions if mode == "simulator" else None,
                                         num_frames=cfg.num_future_frames, steps=cfg.steps, seed=seeds,
@@ -200,7 +215,7 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
                     for k, v in executability(exe, idm, history, pred, pipe.config.fps).items():
                         exec_scores[name][k].extend(v.tolist())
             if mode == "simulator" and len(grids) < cfg.num_videos:
-                grids.extend(torch.cat([truth, *preds.values()], dim=-1)[:cfg.num_videos - len(grids)])
+                grids.extend(torch.cat([truth, *(preds[m] for m in methods)], dim=-1)[:cfg.num_videos - len(grids)])
             bar.update(sl.stop - sl.start)
     bar.close()
 

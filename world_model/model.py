@@ -20,7 +20,14 @@ Conditioning:
   pretrained checkpoint starts unchanged; a per-sample mask implements action dropout, so one
   checkpoint serves as visual planner (no actions) and as action-conditioned simulator.
 
-``velocity()`` is the forward pass, written out so the layer calls are visible; it uses the
+Prediction (``prediction`` in the pipeline config): Wan checkpoints predict the velocity. A ``residual``
+model predicts the clean latent of each frame minus the newest history latent, and its velocity is
+derived, ``v = (x_sigma - x_data) / sigma`` (``residual_to_velocity``); with a zero-initialised output
+layer a fresh residual model imagines the newest frame held still, and training spends its steps on the
+motion (the tiny preset, which trains from scratch in minutes). Samplers and GRPO only see velocities.
+
+``velocity()`` is the forward pass (the transformer's output: the velocity, or the residual of a
+residual model), written out so the layer calls are visible; it uses the
 transformer's own submodules, so its weights keep diffusers' layout and load from real Wan checkpoints.
 """
 
@@ -105,6 +112,24 @@ def i2v_condition(history_latents: torch.Tensor, num_history: int, num_frames: i
     mask = history_latents.new_zeros(b, I2V_MASK_CHANNELS, num_frames, h, w)
     mask[:, :, :num_history] = 1.0  # one channel per pixel frame: all pixel frames of a history latent are known
     return torch.cat([mask, cond], dim=1)
+
+
+SIGMA_FLOOR = 1e-3  # residual_to_velocity divides by sigma; history frames sit at sigma 0
+
+
+def residual_to_velocity(residual: torch.Tensor, latents: torch.Tensor, frame_sigmas: torch.Tensor,
+                         reference: torch.Tensor) -> torch.Tensor:
+    """Velocity of a residual model: clean latents ``reference + residual`` (reference: the newest history
+    latent, (B, z, 1, h, w)) seen from ``latents`` at per-frame noise levels (B, F). Frames at sigma 0 get a
+    finite, unused value."""
+    sigma = frame_sigmas.clamp_min(SIGMA_FLOOR).view(*frame_sigmas.shape[:1], 1, -1, 1, 1)
+    return (latents - (reference + residual)) / sigma
+
+
+def zero_output_layer(transformer: WanTransformer3DModel) -> None:
+    """A fresh residual model predicts a zero residual: the newest history frame, held still."""
+    nn.init.zeros_(transformer.proj_out.weight)
+    nn.init.zeros_(transformer.proj_out.bias)
 
 
 def velocity(transformer: WanTransformer3DModel, latents: torch.Tensor, frame_sigmas: torch.Tensor,

@@ -18,7 +18,7 @@ from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, UniPCM
 from diffusers.loaders import WanLoraLoaderMixin
 
 from world_model.latents import clip_layout, codec_channels, codec_strides, decode_latents, encode_video, with_anchor
-from world_model.model import actions_per_latent_frame, i2v_condition, velocity
+from world_model.model import actions_per_latent_frame, i2v_condition, residual_to_velocity, velocity
 from world_model.text import encode_instructions
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,13 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
 
     def __init__(self, tokenizer, text_encoder, transformer, vae, scheduler, action_encoder=None,
                  num_history_frames: int = 4, max_text_length: int = 16, image_size=(128, 128), fps: int = 10,
-                 future_condition: str = "zeros"):
+                 future_condition: str = "zeros", prediction: str = "velocity"):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
                               scheduler=scheduler, action_encoder=action_encoder)
         self.register_to_config(num_history_frames=num_history_frames, max_text_length=max_text_length,
-                                image_size=list(image_size), fps=fps, future_condition=future_condition)
+                                image_size=list(image_size), fps=fps, future_condition=future_condition,
+                                prediction=prediction)
 
     @property
     def temporal_stride(self) -> int:
@@ -144,8 +145,11 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         n_hist = inputs.hist_latents.shape[2]
         frame_sigmas = torch.zeros(latents.shape[0], latents.shape[2], device=latents.device)
         frame_sigmas[:, n_hist:] = torch.as_tensor(sigma, dtype=torch.float32, device=latents.device).view(-1, 1)
-        return velocity(self.transformer, latents, frame_sigmas, inputs.text_states,
-                        action_encoder=self.action_encoder, actions=inputs.latent_actions, condition=inputs.condition)
+        out = velocity(self.transformer, latents, frame_sigmas, inputs.text_states,
+                       action_encoder=self.action_encoder, actions=inputs.latent_actions, condition=inputs.condition)
+        if self.config.get("prediction", "velocity") == "residual":
+            return residual_to_velocity(out, latents, frame_sigmas, inputs.hist_latents[:, :, -1:])
+        return out
 
     def decode(self, latents: torch.Tensor, num_frames: int) -> torch.Tensor:
         """Latents (B, z, F, h, w) -> the last ``num_frames`` frames (B, num_frames, 3, H, W) in [0, 1]."""

@@ -4,7 +4,7 @@
     torchrun --nproc_per_node=2 --master_addr=127.0.0.1 -m world_model.train ...   # several processes
 
 One linear loop: sample clips -> encode (history anchor + H history + N future frames) -> per-frame
-noise levels -> velocity loss on the noisy frames -> AdamW step -> EMA. Half of the samples (config
+noise levels -> flow-matching loss on the noisy frames -> AdamW step -> EMA. Half of the samples (config
 ``action_dropout``) are trained without their actions, so one checkpoint is both visual planner and
 action-conditioned simulator. Rerunning the same command resumes exactly from ``<run_dir>/checkpoint``.
 
@@ -83,7 +83,8 @@ def draw_noise(cfg: TrainWMConfig, seed_key: tuple[int, ...], latent_shape: tupl
 
 def flow_loss(pipe: WorldModelPipeline, frames, actions, text_states, keys, cfg: TrainWMConfig, n_hist: int,
               flow_shift: float, global_batch: int, fixed=None) -> torch.Tensor:
-    """Sum of squared velocity errors over the loss frames, divided by the global batch's element count."""
+    """Sum of squared errors of the transformer's output (velocity, or residual: see ``world_model.model``) over
+    the loss frames, divided by the global batch's element count."""
     x = encode_video(pipe.vae, with_anchor(frames))  # (B, z, F, h, w)
     drawn = [draw_noise(cfg, k, tuple(x.shape[1:]), n_hist, flow_shift) for k in keys]
     noise = torch.stack([d[0] for d in drawn])
@@ -94,9 +95,13 @@ def flow_loss(pipe: WorldModelPipeline, frames, actions, text_states, keys, cfg:
     noisy = (1 - s) * x + s * noise
     condition, latent_actions = pipe.model_inputs(x[:, :, :n_hist], x.shape[2], actions)
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-        v = velocity(pipe.transformer, noisy, sig, text_states, action_encoder=pipe.action_encoder,
+        out = velocity(pipe.transformer, noisy, sig, text_states, action_encoder=pipe.action_encoder,
                      actions=latent_actions, action_mask=keep, condition=condition)
-    err = ((v.float() - (noise - x)) ** 2) * loss_mask.view(*loss_mask.shape[:1], 1, -1, 1, 1)
+    if pipe.config.get("prediction", "velocity") == "residual":  # the clean latents' error (= v error * sigma)
+        target = x - x[:, :, n_hist - 1:n_hist]
+    else:
+        target = noise - x
+    err = ((out.float() - target) ** 2) * loss_mask.view(*loss_mask.shape[:1], 1, -1, 1, 1)
     return err.sum() / (global_batch * x[0].numel())
 
 
@@ -164,6 +169,9 @@ def train(cfg: TrainWMConfig) -> Path:
     pipe.text_encoder.requires_grad_(False)
     pipe.vae.requires_grad_(False)
     if cfg.finetune == "lora":
+        if not cfg.init_from and pipe.config.get("prediction", "velocity") == "residual":
+            raise ValueError(f"config field 'finetune': LoRA on a fresh residual world model ('{wm.name}') cannot "
+                             "move its zero output layer; train it with finetune=full, or set init_from")
         pipe.transformer.requires_grad_(False)
         targets = [t for t in LORA_TARGETS if any(n.endswith(t) for n, _ in pipe.transformer.named_modules())]
         pipe.transformer.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=targets))

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
 from world_model.build import build_pipeline, load_preset
-from world_model.latents import encode_video, with_anchor
+from world_model.latents import decode_latents, encode_video, with_anchor
 from world_model.model import velocity
 from world_model.pipeline import WorldModelPipeline
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
+
+
+def velocity_preset():
+    """The tiny preset predicting velocities: random weights move the output (a fresh residual model's
+    zero output layer holds the newest frame whatever the sampler or the adapters)."""
+    return dataclasses.replace(load_preset("tiny"), prediction="velocity")
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +44,14 @@ def test_rollout_shape_determinism_and_batch_invariance(pipe, history):
     assert not torch.equal(a, pipe.rollout(history, "pick up the cube", num_frames=4, steps=3, seed=7))
 
 
+def test_a_fresh_residual_model_holds_the_newest_frame(pipe, history):
+    assert pipe.config.prediction == "residual"  # the tiny preset
+    newest = decode_latents(pipe.vae, encode_video(pipe.vae, history[:, -1:].float() / 255))  # through the codec
+    for sampler in ("euler", "unipc"):
+        out = pipe.rollout(history, "pick up the cube", num_frames=4, steps=3, seed=1, sampler=sampler)
+        torch.testing.assert_close(out, newest.expand_as(out), atol=2e-5, rtol=0)
+
+
 def test_history_stays_clean_through_sampling(pipe, history, monkeypatch):
     """Every denoiser call sees the exact clean history latents at noise level 0."""
     clean = encode_video(pipe.vae, with_anchor(history.float() / 255))
@@ -54,7 +70,8 @@ def test_history_stays_clean_through_sampling(pipe, history, monkeypatch):
         assert torch.all(sig[:, :n_hist] == 0) and torch.all(sig[:, n_hist:] > 0)
 
 
-def test_euler_and_unipc_agree_at_many_steps(pipe, history):
+def test_euler_and_unipc_agree_at_many_steps(history):
+    pipe = build_pipeline(velocity_preset(), ["pick up the cube"], seed=0)
     euler = pipe.rollout(history[:1], "pick up the cube", num_frames=4, steps=60, seed=1, sampler="euler")
     unipc = pipe.rollout(history[:1], "pick up the cube", num_frames=4, steps=60, seed=1, sampler="unipc")
     coarse = pipe.rollout(history[:1], "pick up the cube", num_frames=4, steps=2, seed=1, sampler="euler")
@@ -85,11 +102,11 @@ def test_save_and_load_round_trip(pipe, history, tmp_path):
 
 
 def test_lora_weights_round_trip_through_diffusers_loader(history, tmp_path):
-    src = build_pipeline(load_preset("tiny"), ["pick up the cube"], seed=0)
+    src = build_pipeline(velocity_preset(), ["pick up the cube"], seed=0)
     src.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=LORA_TARGETS, init_lora_weights=False))
     WorldModelPipeline.save_lora_weights(tmp_path, transformer_lora_layers=get_peft_model_state_dict(src.transformer))
     assert (tmp_path / "pytorch_lora_weights.safetensors").exists()
-    dst = build_pipeline(load_preset("tiny"), ["pick up the cube"], seed=0)
+    dst = build_pipeline(velocity_preset(), ["pick up the cube"], seed=0)
     before = dst.rollout(history[:1], "pick up the cube", num_frames=4, steps=2, seed=0)
     dst.load_lora_weights(tmp_path)
     after = dst.rollout(history[:1], "pick up the cube", num_frames=4, steps=2, seed=0)

@@ -36,8 +36,11 @@ def test_resume_is_exact(lift_dataset, tmp_path):
 
 
 def test_lora_run_writes_a_loadable_lora_file(lift_dataset, tmp_path):
+    with pytest.raises(ValueError, match="cannot move its zero output layer"):
+        train(_cfg(lift_dataset, tmp_path / "refused", "max_steps=2", "finetune=lora"))
     out = train(_cfg(lift_dataset, tmp_path / "lora", "max_steps=2", "finetune=lora", "lora_rank=4",
-                     "ema_decay=0.9", "precision=bf16", "gradient_checkpointing=true"))
+                     "ema_decay=0.9", "precision=bf16", "gradient_checkpointing=true",
+                     "world_model.prediction=velocity"))  # random weights move a velocity model's output
     assert (out / "pytorch_lora_weights.safetensors").exists()
     pipe = WorldModelPipeline.from_pretrained(out)
     history = torch.rand(1, 4, 3, 64, 64)
