@@ -26,16 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import sys
 import time
 from collections import Counter, deque
 
 import numpy as np
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Empty, String
@@ -45,8 +42,8 @@ from configs.embodiment import load_embodiment
 from configs.schema import PlannerConfig, SafetyConfig
 from planner.conversions import (COMMAND_QOS, SENSOR_QOS, InvalidMessage, arm_from_joint_state, image_to_array,
                                  joint_states_from_vector, seconds_to_stamp, stamp_to_seconds)
+from planner.node_runner import run_node
 from real_robot.planner import Planner
-from real_robot.ros_env import check_loopback_env
 
 
 def _planner_parameters() -> dict:
@@ -186,26 +183,7 @@ class PlannerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    try:
-        check_loopback_env()
-    except RuntimeError as err:
-        print(f"planner_node: {err}", file=sys.stderr)
-        sys.exit(2)
-
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PlannerNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node("planner_node", PlannerNode, args, make_executor=lambda: MultiThreadedExecutor(num_threads=2))
 
 
 if __name__ == "__main__":

@@ -19,13 +19,9 @@ Refuses to start without a Fast DDS profile (see :func:`real_robot.ros_env.check
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
-import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
@@ -33,8 +29,8 @@ from sensor_msgs.msg import Image, JointState
 from configs.constants import ARMS, CAMERAS
 from configs.embodiment import load_embodiment
 from planner.conversions import SENSOR_QOS
+from planner.node_runner import run_node
 from real_robot.recording import IMAGE_TYPE, JOINT_STATE_TYPE, McapRecorder, cdr_header_stamp_ns
-from real_robot.ros_env import check_loopback_env
 
 # Best effort (matches reliable and best-effort publishers) with room for bursts of joint states.
 JOINT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.BEST_EFFORT,
@@ -83,25 +79,7 @@ class RecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    try:
-        check_loopback_env()
-    except RuntimeError as err:
-        print(f"recorder_node: {err}", file=sys.stderr)
-        sys.exit(2)
-
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RecorderNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node("recorder_node", RecorderNode, args)
 
 
 if __name__ == "__main__":

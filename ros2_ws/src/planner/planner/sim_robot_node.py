@@ -20,17 +20,13 @@ Only embodiments with a simulation model can be used (``aloha_viperx``).
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported (by sim.tasks)
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 import numpy as np  # noqa: E402
-import rclpy  # noqa: E402
 from rclpy.clock import Clock, ClockType  # noqa: E402
-from rclpy.executors import ExternalShutdownException  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rosgraph_msgs.msg import Clock as ClockMsg  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
@@ -42,7 +38,7 @@ from configs.embodiment import load_embodiment  # noqa: E402
 from configs.schema import RenderConfig  # noqa: E402
 from planner.conversions import (ARM_SLICES, SENSOR_QOS, InvalidMessage, arm_from_joint_state,  # noqa: E402
                                  array_to_image, joint_states_from_vector, seconds_to_stamp)
-from real_robot.ros_env import check_loopback_env  # noqa: E402
+from planner.node_runner import run_node  # noqa: E402
 
 
 class SimRobotNode(Node):
@@ -104,24 +100,7 @@ class SimRobotNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    try:
-        check_loopback_env()
-    except RuntimeError as err:
-        print(f"sim_robot_node: {err}", file=sys.stderr)
-        sys.exit(2)
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimRobotNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node("sim_robot_node", SimRobotNode, args)
 
 
 if __name__ == "__main__":
