@@ -19,7 +19,8 @@ earliest last message, so no tick is built from a stream that has not started or
 
     eva-mcap-to-lerobot runs/rec/episode_0.mcap --root runs/data/real --instruction "lift the bar"
 
-No ``rclpy`` at module level (library code): deserializing imports it inside the function.
+No ROS import: messages are decoded from their CDR bytes here (``decode_joint_state``, ``decode_image``),
+so recordings convert on any machine.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from mcap.reader import make_reader
@@ -140,6 +142,71 @@ def cdr_header_stamp_ns(data: bytes) -> int:
         raise ValueError(f"{len(data)} bytes cannot hold a CDR header stamp (12 needed)")
     sec, nanosec = struct.unpack_from(f"{order}iI", data, 4)
     return sec * NS + nanosec
+
+
+class _CdrReader:
+    """Plain CDR (XCDR1) fields in order; alignment counts from the end of the 4-byte encapsulation header."""
+
+    def __init__(self, data: bytes):
+        self.order = CDR_ENCAPSULATIONS.get(bytes(data[:2]))
+        if self.order is None:
+            raise ValueError(f"CDR encapsulation {bytes(data[:2]).hex()} is not plain CDR (0000 or 0001)")
+        self.data, self.pos = memoryview(data), 4
+
+    def _take(self, fmt: str, size: int, count: int = 1) -> tuple:
+        """``count`` values of the struct format character ``fmt`` (``size`` bytes each), aligned to ``size``."""
+        self.pos += -(self.pos - 4) % size
+        end = self.pos + size * count
+        if end > len(self.data):
+            raise ValueError(f"{len(self.data)} bytes end inside a field (byte {self.pos}, {size * count} more needed)")
+        values = struct.unpack_from(f"{self.order}{count}{fmt}", self.data, self.pos) if count else ()
+        self.pos = end
+        return values
+
+    def _bytes(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ValueError(f"{len(self.data)} bytes end inside a field (byte {self.pos}, {n} more needed)")
+        self.pos += n
+        return bytes(self.data[self.pos - n:self.pos])
+
+    def uint32(self) -> int:
+        return self._take("I", 4)[0]
+
+    def uint8(self) -> int:
+        return self._take("B", 1)[0]
+
+    def string(self) -> str:
+        n = self.uint32()  # bytes including the terminating NUL
+        return self._bytes(n)[:-1].decode() if n else ""
+
+    def float64s(self) -> tuple[float, ...]:
+        return self._take("d", 8, self.uint32())
+
+    def octets(self) -> bytes:
+        return self._bytes(self.uint32())
+
+    def header(self) -> None:  # std_msgs/Header: stamp (int32, uint32), frame_id; the stamp is read separately
+        self._take("i", 4)
+        self.uint32()
+        self.string()
+
+
+def decode_joint_state(data: bytes) -> SimpleNamespace:
+    """The ``name`` and ``position`` fields of a CDR-serialized ``sensor_msgs/JointState`` (no ROS needed)."""
+    r = _CdrReader(data)
+    r.header()
+    names = [r.string() for _ in range(r.uint32())]
+    return SimpleNamespace(name=names, position=list(r.float64s()))
+
+
+def decode_image(data: bytes) -> SimpleNamespace:
+    """The fields of a CDR-serialized ``sensor_msgs/Image`` (no ROS needed)."""
+    r = _CdrReader(data)
+    r.header()
+    height, width, encoding = r.uint32(), r.uint32(), r.string()
+    is_bigendian, step = r.uint8(), r.uint32()
+    return SimpleNamespace(height=height, width=width, encoding=encoding, is_bigendian=is_bigendian, step=step,
+                           data=r.octets())
 
 
 def full_type_name(type_name: str) -> str:
@@ -288,9 +355,6 @@ def mcap_to_lerobot(recording: str | Path, root: str | Path, *, instruction: str
                     video_crf: int = 18, success: bool = True) -> int:
     """Convert one MCAP recording into one episode of the LeRobot v3.0 dataset at ``root`` (created, or
     appended to); returns the episode index. See the module docstring for the resampling."""
-    from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import Image, JointState
-
     recording, root = Path(recording), Path(root)
     if not isinstance(embodiment, Embodiment):
         embodiment = load_embodiment(embodiment)
@@ -331,12 +395,12 @@ def mcap_to_lerobot(recording: str | Path, root: str | Path, *, instruction: str
                 stamp = message.log_time
             if topic in arms:
                 try:
-                    arms[topic].append(arm_from_joint_state(deserialize_message(message.data, JointState),
+                    arms[topic].append(arm_from_joint_state(decode_joint_state(message.data),
                                                             embodiment))
                 except InvalidMessage as err:
                     raise ValueError(f"{recording}: topic {topic}, message at {stamp} ns: {err}") from err
             elif topic not in sizes:
-                msg = deserialize_message(message.data, Image)
+                msg = decode_image(message.data)
                 sizes[topic] = (int(msg.height), int(msg.width))
             times[topic].append(stamp)
 
@@ -397,7 +461,7 @@ def mcap_to_lerobot(recording: str | Path, root: str | Path, *, instruction: str
                 if rows is None:
                     continue
                 try:
-                    frame = image_to_array(deserialize_message(message.data, Image), image_shape)
+                    frame = image_to_array(decode_image(message.data), image_shape)
                 except InvalidMessage as err:
                     raise ValueError(f"{recording}: topic {topic}, message {index}: {err}") from err
                 frames[topic_cameras[topic]][rows] = frame

@@ -223,18 +223,21 @@ def check_commands(received: dict, embodiment) -> None:
 
 
 # ------------------------------------------------------------------------------------ node guards
+@pytest.mark.parametrize("node", ["planner_node", "recorder_node"])
 @pytest.mark.parametrize("profile", [None, "/nonexistent/fastdds.xml"])
-def test_nodes_refuse_to_start_without_the_dds_profile(install, profile):
+def test_nodes_refuse_to_start_without_the_dds_profile(install, tmp_path, node, profile):
     env = node_env(install, random.randint(1, 200))
     for name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
         if profile is None:
             env.pop(name)
         else:
             env[name] = profile
-    result = subprocess.run([str(install / "planner" / "lib" / "planner" / "planner_node")], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([str(install / "planner" / "lib" / "planner" / node), "--ros-args",
+                             "-p", f"output:={tmp_path / 'rec.mcap'}"], env=env, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "FASTDDS_DEFAULT_PROFILES_FILE" in result.stderr and "refusing to start" in result.stderr
+    assert not list(tmp_path.glob("rec.mcap*"))  # the recorder wrote nothing
 
 
 def test_messages_are_validated_before_they_reach_the_planner(install, embodiment, monkeypatch):
