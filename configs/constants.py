@@ -57,3 +57,6 @@ WM_EVAL_METHODS = ("model", "untrained", "repeat_last", "codec")
 # what the world model's transformer predicts: Wan's velocity ``noise - x_data``, or ``residual``, the clean
 # future latent minus the newest history latent (world_model.model.residual_to_velocity)
 PREDICTIONS = ("velocity", "residual")
+
+# Real2Sim (sim/real2sim.py, eva-campaign): fewer policies than this say nothing about a ranking
+MIN_RANKED_POLICIES = 3

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from configs.constants import CAMERAS, FUTURE_CONDITIONS, PREDICTIONS, WM_EVAL_METHODS
+from configs.constants import CAMERAS, FUTURE_CONDITIONS, MIN_RANKED_POLICIES, PREDICTIONS, WM_EVAL_METHODS
 
 
 def _check(cond: bool, where: str, msg: str) -> None:
@@ -578,6 +578,157 @@ class PlannerConfig:
                f"expected 'cpu' or 'cuda[:N]', got '{self.device}'")
 
 
+# ============================================================================ Real2Sim
+@dataclass
+class JudgeModelConfig:
+    """Architecture of ``sim.judge.SuccessJudge``."""
+
+    camera: str = "cam_high"
+    fps: int = 10  # frame rate of the frames it judges (the world model's)
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    num_keypoints: int = 32
+    hidden: int = 256
+
+    def __post_init__(self) -> None:
+        _check(self.camera in CAMERAS, "judge.camera", f"unknown '{self.camera}'; known {list(CAMERAS)}")
+        _check(self.fps > 0, "judge.fps", f"must be positive, got {self.fps}")
+        _check(len(self.channels) >= 2 and min(self.channels) > 0, "judge.channels", f"need >= 2 widths, got {list(self.channels)}")
+        _check(self.num_keypoints > 0 and self.hidden > 0, "judge.num_keypoints/hidden", "must be positive")
+
+
+def _check_decision(threshold: float, consecutive: int) -> None:
+    _check(0 < threshold < 1, "threshold", f"must be in (0, 1), got {threshold}")
+    _check(consecutive >= 1, "consecutive", f"must be >= 1, got {consecutive}")
+
+
+@dataclass
+class TrainJudgeConfig:
+    """eva-train-judge: the success judge of Real2Sim campaigns (sim/train_judge.py)."""
+
+    embodiment: dict[str, Any] = MISSING
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    judge: JudgeModelConfig = field(default_factory=JudgeModelConfig)
+    noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.4])  # noisy expert, both outcomes
+    noise_correlation: float = 0.9
+    episodes_per_level: int = 8  # per task and noise level, training split
+    val_episodes_per_level: int = 4  # held out (the next RoboTwin seed block)
+    seed: int = 3  # training seeds from 100000 * (1 + seed), held out from 100000 * (2 + seed)
+    run_dir: str = "runs/judge"
+    max_steps: int = 3000
+    max_minutes: float = 4.0
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    augment: bool = True  # blur and pixel noise, for imagined frames
+    threshold: float = 0.5  # episode decision used in the held-out report
+    consecutive: int = 2
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        _check(len(self.tasks) > 0, "tasks", "no task selected")
+        _check(self.judge.camera in self.render.cameras, "judge.camera",
+               f"'{self.judge.camera}' is not rendered; render.cameras = {list(self.render.cameras)}")
+        _check(len(self.noise_levels) > 0 and min(self.noise_levels) >= 0, "noise_levels",
+               f"need >= 1 non-negative level, got {list(self.noise_levels)}")
+        _check(0 <= self.noise_correlation < 1, "noise_correlation", f"must be in [0, 1), got {self.noise_correlation}")
+        for name in ("episodes_per_level", "val_episodes_per_level", "max_steps", "batch_size", "workers"):
+            _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
+        _check(self.lr > 0 and self.max_minutes > 0, "lr/max_minutes", "must be positive")
+        _check_decision(self.threshold, self.consecutive)
+
+
+@dataclass
+class ImaginationConfig:
+    """How the neural simulator samples (sim/neural_env.py)."""
+
+    chunk_frames: int = 8  # imagined frames per world-model call
+    steps: int = 10
+    sampler: str = "euler"
+    flow_shift: float = 3.0
+    batch_size: int = 16  # episodes imagined together
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        _check(self.chunk_frames > 0 and self.steps > 0 and self.batch_size > 0,
+               "imagination.chunk_frames/steps/batch_size", "must be positive")
+        _check(self.sampler in ("euler", "unipc"), "imagination.sampler", f"must be 'euler' or 'unipc', got '{self.sampler}'")
+        _check(self.flow_shift > 0, "imagination.flow_shift", f"must be positive, got {self.flow_shift}")
+
+
+@dataclass
+class CampaignConfig:
+    """eva-campaign: policies x tasks x episodes in MuJoCo and in each world model (sim/campaign.py)."""
+
+    embodiment: dict[str, Any] = MISSING
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    policies: list[PolicyConfig] = field(default_factory=list)
+    # label -> checkpoint (configs/campaign.yaml: sft: runs/wm/model). Empty here: a merge would keep a default key.
+    world_models: dict[str, str] = field(default_factory=dict)
+    judge: str = "runs/judge/model"
+    threshold: float = 0.5  # judged success: `consecutive` frames with P(success) >= threshold
+    consecutive: int = 2
+    imagination: ImaginationConfig = field(default_factory=ImaginationConfig)
+    episodes_per_task: int = 20
+    seed: int = 2  # RoboTwin seed block 100000 * (1 + seed): held out from collection (0, 1) and the judge (3, 4)
+    only_expert_solvable: bool = True
+    output_dir: str = "runs/campaign"
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        _check(len(self.tasks) > 0, "tasks", "no task selected")
+        _check(len(self.policies) >= MIN_RANKED_POLICIES, "policies",
+               f"a ranking correlation needs at least 3 policies, got {len(self.policies)}")
+        labels = [p.name or p.kind for p in self.policies]
+        _check(len(set(labels)) == len(labels), "policies", f"labels must be unique (set policies[i].name), got {labels}")
+        _check(len(self.world_models) > 0, "world_models", "needs at least one label: checkpoint")
+        _check(self.episodes_per_task > 0 and self.workers > 0, "episodes_per_task/workers", "must be positive")
+        _check_decision(self.threshold, self.consecutive)
+
+
+MPC_CONTROLLERS = ("base", "random_shooting", "cem")
+
+
+@dataclass
+class MPCConfig:
+    """eva-mpc: model-predictive control with the action-conditioned world model (sim/mpc.py)."""
+
+    embodiment: dict[str, Any] = MISSING
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    checkpoint: str = "runs/wm/model"  # the action-conditioned world model
+    judge: str = "runs/judge/model"  # cost=judge only
+    base_policy: PolicyConfig = field(default_factory=PolicyConfig)  # proposes the chunk MPC refines
+    controllers: list[str] = field(default_factory=lambda: list(MPC_CONTROLLERS))
+    cost: str = "goal"  # goal: distance to a goal image; judge: -max P(success) over the imagined chunk
+    goal: str = "subgoal"  # subgoal: the expert demonstration's frame at the end of the horizon; final: its last
+    goal_metric: str = "latent"  # latent: MSE of the world model's latents; lpips
+    candidates: int = 16  # per world-model call (one batch, the history encoded once)
+    iterations: int = 3  # CEM iterations; random shooting draws candidates x iterations at once (same budget)
+    elites: int = 4
+    noise_std: float = 0.1  # rad, at every imagined frame (linear in between); grippers scaled by 1/pi
+    min_std: float = 0.01
+    imagination: ImaginationConfig = field(default_factory=ImaginationConfig)
+    episodes_per_task: int = 10
+    seed: int = 2  # RoboTwin seed block (held out from collection)
+    output_dir: str = "runs/mpc"
+
+    def __post_init__(self) -> None:
+        _check(len(self.tasks) > 0, "tasks", "no task selected")
+        bad = [c for c in self.controllers if c not in MPC_CONTROLLERS]
+        _check(not bad and len(self.controllers) > 0, "controllers", f"expected some of {list(MPC_CONTROLLERS)}, got {list(self.controllers)}")
+        _check(self.cost in ("goal", "judge"), "cost", f"expected goal or judge, got '{self.cost}'")
+        _check(self.goal in ("subgoal", "final"), "goal", f"expected subgoal or final, got '{self.goal}'")
+        _check(self.goal_metric in ("latent", "lpips"), "goal_metric", f"expected latent or lpips, got '{self.goal_metric}'")
+        _check(self.candidates >= 2 and self.iterations >= 1, "candidates/iterations", "need >= 2 candidates and >= 1 iteration")
+        _check(1 <= self.elites < self.candidates, "elites", f"must be in [1, candidates), got {self.elites}")
+        _check(self.noise_std > 0 and 0 < self.min_std <= self.noise_std, "noise_std/min_std", "need 0 < min_std <= noise_std")
+        _check(self.base_policy.kind in ("expert", "noisy_expert", "replay", "import"), "base_policy.kind",
+               f"'{self.base_policy.kind}' cannot propose chunks; use expert, noisy_expert, replay or import")
+        _check(self.episodes_per_task > 0, "episodes_per_task", f"must be positive, got {self.episodes_per_task}")
+
+
 # Primary config (configs/<name>.yaml) -> the schema its app validates against.
 APP_SCHEMAS: dict[str, type] = {
     "collect": CollectConfig,
@@ -590,4 +741,7 @@ APP_SCHEMAS: dict[str, type] = {
     "grpo": GRPOConfig,
     "calibrate_reward": CalibrateRewardConfig,
     "grpo_experiment": GRPOExperimentConfig,
+    "train_judge": TrainJudgeConfig,
+    "campaign": CampaignConfig,
+    "mpc": MPCConfig,
 }

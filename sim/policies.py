@@ -86,9 +86,10 @@ class ReplayPolicy:
 
 
 class PlannerPolicy:
-    """``real_robot.planner.Planner`` in the simulator: sim time (control steps x dt) is the clock, the
-    planner's camera frame and the joint state are stamped with it, and the policy executes what the
-    safety filter returns (the current joint state when it has no command)."""
+    """``real_robot.planner.Planner`` in the simulator: sim time (control steps since ``reset`` x dt) is the
+    clock, the planner's camera frame and the joint state are stamped with it, and the policy executes what
+    the safety filter returns (the current joint state when it has no command). It counts its own steps, so
+    it runs unchanged in MuJoCo and in the neural simulator (``sim.neural_env``)."""
 
     def __init__(self, env: BimanualTask, cfg: PlannerConfig):
         from real_robot.planner import Planner  # torch and diffusers only for this policy
@@ -101,12 +102,15 @@ class PlannerPolicy:
         if size != wm_size:
             raise ValueError(f"render size {size} differs from the world model's {wm_size}")
         self.planner.warmup()
+        self.t = 0
 
     def reset(self) -> None:
         self.planner.reset(self.env.get_instruction())
+        self.t = 0
 
     def select_action(self, obs: dict) -> np.ndarray:
-        now = self.env.take_action_cnt * self.env.embodiment.dt
+        now = self.t * self.env.embodiment.dt
+        self.t += 1
         camera = self.planner.cfg.camera
         self.planner.observe({camera: obs["observation"][camera]["rgb"]}, now)
         state = np.asarray(obs["joint_action"]["vector"], dtype=np.float64)

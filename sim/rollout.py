@@ -69,6 +69,20 @@ def record_expert(env: BimanualTask, seed: int) -> RecordedEpisode:
                            success=env.check_success(), steps=len(actions))
 
 
+def query_policy(policy, obs: dict, where: str) -> tuple[np.ndarray | None, str | None]:
+    """``policy.select_action(obs)`` -> (action (14,) float64, None), or (None, reason) when the policy raised
+    or returned a wrong shape or non-finite values: such an episode fails with the reason, the run goes on."""
+    try:
+        action = np.asarray(policy.select_action(obs), dtype=np.float64)
+    except Exception as e:  # noqa: BLE001 - any policy error fails the episode, not the run
+        return None, f"{where}: policy raised {type(e).__name__}: {e}"
+    if action.shape != (ACTION_DIM,):
+        return None, f"{where}: policy returned an action of shape {action.shape}, expected ({ACTION_DIM},)"
+    if not np.all(np.isfinite(action)):
+        return None, f"{where}: policy returned non-finite values at indices {np.flatnonzero(~np.isfinite(action)).tolist()}"
+    return action, None
+
+
 def run_policy(env: BimanualTask, policy, seed: int, record_cameras: list[str] | None = None,
                record_every: int = 1) -> RecordedEpisode:
     """Closed loop until success or the task's step limit. A policy that raises or returns a
@@ -83,16 +97,8 @@ def run_policy(env: BimanualTask, policy, seed: int, record_cameras: list[str] |
         if t % record_every == 0:
             for cam in frames:
                 frames[cam].append(obs["observation"][cam]["rgb"])
-        try:
-            action = np.asarray(policy.select_action(obs), dtype=np.float64)
-        except Exception as e:  # noqa: BLE001 - any policy error fails the episode, not the run
-            reason = f"policy raised {type(e).__name__}: {e}"
-            break
-        if action.shape != (ACTION_DIM,):
-            reason = f"policy returned an action of shape {action.shape}, expected ({ACTION_DIM},)"
-            break
-        if not np.all(np.isfinite(action)):
-            reason = f"policy returned non-finite values at indices {np.nonzero(~np.isfinite(action))[0].tolist()}"
+        action, reason = query_policy(policy, obs, f"step {t}")
+        if action is None:
             break
         states.append(obs["joint_action"]["vector"])
         actions.append(action)

@@ -78,3 +78,12 @@ def tiny_idm(path: Path, size: int = 64) -> Path:
                                  context_k=1, joint_names=tuple(load_embodiment("aloha_viperx").joint_names))
     model.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_world_model(lift_dataset, tmp_path_factory) -> Path:
+    """The tiny world model (64x64, 4 future frames) after one SFT step, saved in the real format."""
+    from tests.world_model.conftest import wm_train_config
+    from world_model.train import train
+
+    return train(wm_train_config(lift_dataset, tmp_path_factory.mktemp("tiny_wm") / "run", "max_steps=1"))

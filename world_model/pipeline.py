@@ -132,12 +132,31 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         device = self.transformer.device
         hist_latents = encode_video(self.vae, with_anchor(history).to(device))
         n_hist, n_future = clip_layout(self.config.num_history_frames, num_frames, self.temporal_stride)
-        _, z, _, h, w = hist_latents.shape
-        noise = torch.stack([torch.randn(z, n_future, h, w, generator=torch.Generator().manual_seed(int(s)))
-                             for s in seeds]).to(device)
+        noise = initial_noise(seeds, hist_latents, n_future)
         condition, latent_actions = self.model_inputs(hist_latents, n_hist + n_future,
                                                       None if actions is None else actions.to(device))
         return RolloutInputs(self.encode_text(texts), hist_latents, noise, condition, latent_actions, num_frames)
+
+    @torch.no_grad()
+    def prepare_candidates(self, history, instruction: str, actions, *, num_frames: int = 8, seed: int = 0
+                           ) -> RolloutInputs:
+        """One history and instruction, C action sequences (C, H + num_frames, 14): the conditioning of C
+        rollouts with the history and the instruction encoded once (model-predictive control). Every
+        candidate starts from the same noise (``seed``): common random numbers, so candidates differ only
+        by their actions."""
+        history = to_unit_float(history, "history")
+        if history.shape[0] != 1:
+            raise ValueError(f"history: candidates share one history, got a batch of {history.shape[0]}")
+        actions = torch.as_tensor(actions, dtype=torch.float32)
+        c = actions.shape[0]
+        self.check_inputs(history.expand(c, -1, -1, -1, -1), num_frames, actions)
+        device = self.transformer.device
+        hist_latents = encode_video(self.vae, with_anchor(history).to(device)).expand(c, -1, -1, -1, -1)
+        n_hist, n_future = clip_layout(self.config.num_history_frames, num_frames, self.temporal_stride)
+        noise = initial_noise([seed], hist_latents[:1], n_future).expand(c, -1, -1, -1, -1)
+        condition, latent_actions = self.model_inputs(hist_latents, n_hist + n_future, actions.to(device))
+        text = self.encode_text([instruction])
+        return RolloutInputs(text.expand(c, -1, -1), hist_latents, noise, condition, latent_actions, num_frames)
 
     def predict_velocity(self, latents: torch.Tensor, sigma: torch.Tensor | float, inputs: RolloutInputs
                          ) -> torch.Tensor:
@@ -170,6 +189,12 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         Returns (B, num_frames, 3, h, w) float in [0, 1].
         """
         inputs = self.prepare(history, instruction, actions, num_frames=num_frames, seed=seed)
+        return self.denoise(inputs, steps=steps, sampler=sampler, flow_shift=flow_shift, progress=progress)
+
+    @torch.no_grad()
+    def denoise(self, inputs: RolloutInputs, *, steps: int = 20, sampler: str = "euler", flow_shift: float = 3.0,
+                progress: bool = False) -> torch.Tensor:
+        """The sampling loop of prepared inputs -> (B, num_frames, 3, h, w) float in [0, 1]."""
         hist = inputs.hist_latents
         latents = torch.cat([hist, inputs.noise], dim=2)
         scheduler = make_scheduler(sampler, flow_shift)
@@ -178,7 +203,15 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             v = self.predict_velocity(latents, scheduler.sigmas[i], inputs)
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
             latents[:, :, :hist.shape[2]] = hist  # history stays clean
-        return self.decode(latents, num_frames)
+        return self.decode(latents, inputs.num_frames)
+
+
+def initial_noise(seeds: list[int], hist_latents: torch.Tensor, n_future: int) -> torch.Tensor:
+    """(len(seeds), z, n_future, h, w) standard normal noise, each sample from its own seed (on the CPU, so the
+    same seed gives the same noise on every device)."""
+    _, z, _, h, w = hist_latents.shape
+    return torch.stack([torch.randn(z, n_future, h, w, generator=torch.Generator().manual_seed(int(s)))
+                        for s in seeds]).to(hist_latents.device)
 
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"

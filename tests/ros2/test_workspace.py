@@ -94,13 +94,11 @@ def test_colcon_builds_and_installs_the_package(install):
 
 # ------------------------------------------------------------------------------------ integration
 @pytest.fixture(scope="module")
-def checkpoints(lift_dataset, tmp_path_factory):
+def checkpoints(tiny_world_model, tmp_path_factory):
     from tests.conftest import tiny_idm
-    from tests.world_model.conftest import wm_train_config
-    from world_model.train import train
 
     root = tmp_path_factory.mktemp("ros_planner")
-    wm = train(wm_train_config(lift_dataset, root / "run", "max_steps=1"))
+    wm = tiny_world_model
     return wm, tiny_idm(root / "idm", size=SIZE)
 
 
