@@ -609,10 +609,10 @@ class TrainJudgeConfig:
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     render: RenderConfig = field(default_factory=RenderConfig)
     judge: JudgeModelConfig = field(default_factory=JudgeModelConfig)
-    noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.4])  # noisy expert, both outcomes
+    noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.02, 0.04, 0.08])  # noisy expert: both outcomes
     noise_correlation: float = 0.9
-    episodes_per_level: int = 8  # per task and noise level, training split
-    val_episodes_per_level: int = 4  # held out (the next RoboTwin seed block)
+    episodes_per_level: int = 6  # per task and noise level, training split
+    val_episodes_per_level: int = 3  # held out (the next RoboTwin seed block)
     seed: int = 3  # training seeds from 100000 * (1 + seed), held out from 100000 * (2 + seed)
     run_dir: str = "runs/judge"
     max_steps: int = 3000
@@ -664,8 +664,7 @@ class CampaignConfig:
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     render: RenderConfig = field(default_factory=RenderConfig)
     policies: list[PolicyConfig] = field(default_factory=list)
-    # label -> checkpoint (configs/campaign.yaml: sft: runs/wm/model). Empty here: a merge would keep a default key.
-    world_models: dict[str, str] = field(default_factory=dict)
+    world_models: list[str] = field(default_factory=lambda: ["sft:runs/wm/model"])  # "label:checkpoint"
     judge: str = "runs/judge/model"
     threshold: float = 0.5  # judged success: `consecutive` frames with P(success) >= threshold
     consecutive: int = 2
@@ -682,9 +681,20 @@ class CampaignConfig:
                f"a ranking correlation needs at least 3 policies, got {len(self.policies)}")
         labels = [p.name or p.kind for p in self.policies]
         _check(len(set(labels)) == len(labels), "policies", f"labels must be unique (set policies[i].name), got {labels}")
-        _check(len(self.world_models) > 0, "world_models", "needs at least one label: checkpoint")
+        _check(len(self.world_models) > 0, "world_models", "needs at least one 'label:checkpoint'")
+        for entry in self.world_models:
+            label, _, path = entry.partition(":")
+            _check(bool(label) and bool(path) and label != "mujoco", "world_models",
+                   f"expected 'label:checkpoint' with a label other than 'mujoco', got '{entry}'")
+        labels = [e.partition(":")[0] for e in self.world_models]
+        _check(len(set(labels)) == len(labels), "world_models", f"labels must be unique, got {labels}")
         _check(self.episodes_per_task > 0 and self.workers > 0, "episodes_per_task/workers", "must be positive")
         _check_decision(self.threshold, self.consecutive)
+
+    @property
+    def world_model_paths(self) -> dict[str, str]:
+        """label -> checkpoint, in the configured order."""
+        return dict(e.partition(":")[::2] for e in self.world_models)
 
 
 MPC_CONTROLLERS = ("base", "random_shooting", "cem")

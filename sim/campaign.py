@@ -1,6 +1,6 @@
 """eva-campaign: rank policies in MuJoCo and inside world models, and measure how far the rankings agree.
 
-    eva-campaign world_models='{sft: runs/wm/model, grpo: runs/grpo/perceptual/model}' episodes_per_task=20
+    eva-campaign 'world_models=[sft:runs/wm/model,grpo:runs/grpo_perceptual/model]' episodes_per_task=20
 
 For every policy x task x seed (RoboTwin seeds from ``100000 * (1 + seed)``, only those the scripted expert
 solves), the policy runs once in MuJoCo and once inside each world model (``sim.neural_env``), started from
@@ -139,9 +139,10 @@ def imagine_episodes(sim: NeuralSimulator, judge: SuccessJudge, env, policies: l
         probs = judge.predict(imagined.flatten(0, 1), [task] * (b * n)).reshape(b, n)
         frame = to_uint8(imagined[:, -1])
         video.append(to_uint8(imagined))
+        in_time = min(n, (env.step_lim - c * sim.chunk_steps) // sim.every)  # frames up to the step limit
         for i in range(b):
             if judged[i] is None and failure[i] is None:
-                probabilities[i].extend(probs[i].tolist())
+                probabilities[i].extend(probs[i, :in_time].tolist())
                 ok, at = judged_success(probabilities[i], threshold, consecutive)
                 if ok:
                     judged[i] = (at + 1) * sim.every  # control step of the first frame of the judged run
@@ -160,7 +161,7 @@ def imagine_episodes(sim: NeuralSimulator, judge: SuccessJudge, env, policies: l
 def summarize(cfg: CampaignConfig, records: dict[tuple, dict]) -> dict[str, Any]:
     policies = [policy_label(p) for p in cfg.policies]
     tasks = list(cfg.tasks)
-    evaluators = [MUJOCO, *cfg.world_models]
+    evaluators = [MUJOCO, *cfg.world_model_paths]
     table: dict[str, dict[str, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
     for ev in evaluators:
         for task in tasks:
@@ -171,7 +172,7 @@ def summarize(cfg: CampaignConfig, records: dict[tuple, dict]) -> dict[str, Any]
                 table[ev][task][pol] = {"successes": k, "episodes": n, "rate": k / n if n else float("nan"),
                                         "ci95": [lo, hi]}
     metrics: dict[str, Any] = {}
-    for wm in cfg.world_models:
+    for wm in cfg.world_model_paths:
         per_task = {}
         for task in tasks:
             sim_rates = [table[wm][task][p]["rate"] for p in policies]
@@ -188,7 +189,7 @@ def summarize(cfg: CampaignConfig, records: dict[tuple, dict]) -> dict[str, Any]
                        "mean_mmrv": float(np.mean([m["mmrv"] for m in per_task.values()])),
                        "pooled_pearson": pearson_correlation(pooled_sim, pooled_real),
                        "pooled_mmrv": mean_maximum_rank_violation(pooled_sim, pooled_real)}
-    return {"policies": policies, "tasks": tasks, "world_models": dict(cfg.world_models),
+    return {"policies": policies, "tasks": tasks, "world_models": cfg.world_model_paths,
             "success": {e: {t: dict(v) for t, v in d.items()} for e, d in table.items()}, "metrics": metrics}
 
 
@@ -263,7 +264,7 @@ def run_campaign(cfg: CampaignConfig) -> dict[str, Any]:
             raise ValueError(f"judge {cfg.judge} reads camera '{judge.config.camera}', which is not rendered; "
                              f"render.cameras = {list(cfg.render.cameras)}")
         tasks = TaskCache(cfg.tasks, embodiment, cfg.render)
-        for wm, path in cfg.world_models.items():
+        for wm, path in cfg.world_model_paths.items():
             pipe = load_world_model(path).to(cfg.imagination.device)
             check_compatible(pipe, judge, path, cfg.judge)
             sim = NeuralSimulator(pipe, embodiment.control_rate_hz, cfg.imagination)

@@ -132,9 +132,11 @@ def train(cfg: TrainJudgeConfig) -> Path:
     data = {split: labelled_frames(cfg, split) for split in SPLITS}
     train_data = data["train"]
     for task in sorted(cfg.tasks):
-        m = train_data["episode_task"] == task
-        log.info("%s: %d/%d training episodes succeed (noise levels %s)", task, train_data["episode_success"][m].sum(),
-                 m.sum(), list(cfg.noise_levels))
+        rates = []
+        for level in cfg.noise_levels:
+            m = (train_data["episode_task"] == task) & (train_data["episode_noise"] == level)
+            rates.append(f"{level:g}: {int(train_data['episode_success'][m].sum())}/{int(m.sum())}")
+        log.info("%s: training episodes that succeed, per noise level: %s", task, ", ".join(rates))
     frames = frames_to_tensor(train_data["frames"])
     labels = torch.from_numpy(train_data["labels"]).float()
     judge = SuccessJudge(tasks=tuple(sorted(cfg.tasks)), camera=cfg.judge.camera,

@@ -37,9 +37,9 @@ def campaign_config(out, wm, judge, policies=POLICIES) -> CampaignConfig:
     dcfg = configs.compose("campaign", [
         "task=[lift_bar]", "tasks.lift_bar.step_limit=60", f"render.height={SIZE}", f"render.width={SIZE}",
         f"output_dir={out}", f"judge={judge}", "episodes_per_task=2", "only_expert_solvable=false", "workers=1",
-        "imagination.chunk_frames=4", "imagination.steps=2", "imagination.batch_size=2", "consecutive=1"])
+        "imagination.chunk_frames=4", "imagination.steps=2", "imagination.batch_size=2", "consecutive=1",
+        f"world_models=[tiny:{wm}]"])
     dcfg.policies = policies
-    dcfg.world_models = {"tiny": str(wm)}
     return validate(dcfg, CampaignConfig)
 
 
@@ -82,6 +82,15 @@ def test_too_few_policies_or_duplicate_labels_are_refused(tmp_path, judge_path):
         campaign_config(tmp_path, tmp_path, judge_path, POLICIES[:2])
     with pytest.raises(ValueError, match="labels must be unique"):
         campaign_config(tmp_path, tmp_path, judge_path, [POLICIES[0]] * 3)
+
+
+def test_world_models_are_label_checkpoint_pairs(tmp_path, judge_path):
+    cfg = validate(configs.compose("campaign", ["world_models=[sft:runs/wm/model,grpo:runs/grpo/model]"]),
+                   CampaignConfig)
+    assert cfg.world_model_paths == {"sft": "runs/wm/model", "grpo": "runs/grpo/model"}
+    for bad in ("[runs/wm/model]", "[mujoco:runs/wm/model]", "[a:x,a:y]"):
+        with pytest.raises(ValueError, match="world_models"):
+            validate(configs.compose("campaign", [f"world_models={bad}"]), CampaignConfig)
 
 
 def test_the_policies_list_is_validated_entry_by_entry(tmp_path, judge_path):
