@@ -17,6 +17,7 @@ plot of world-model vs MuJoCo success, and one imagined video per world model, p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -43,7 +44,7 @@ from sim.judge import SuccessJudge, judged_success  # noqa: E402
 from sim.neural_env import NeuralSimulator, to_uint8  # noqa: E402
 from sim.parallel import make_executor, ordered_seed_search  # noqa: E402
 from sim.policies import make_policy, policy_label  # noqa: E402
-from sim.records import RecordLog, load_records  # noqa: E402
+from sim.records import RecordLog, load_records, settings_digest  # noqa: E402
 from sim.real2sim import mean_maximum_rank_violation, pearson_correlation  # noqa: E402
 from sim.rollout import TaskCache, expert_solves, query_policy, run_policy  # noqa: E402
 from sim.stats import wilson_interval  # noqa: E402
@@ -68,6 +69,19 @@ def _solvable(task: str, seed: int) -> bool:
     return expert_solves(_WORKER["tasks"].get(task, "train"), seed)
 
 
+def episode_settings(cfg: CampaignConfig, index: int, task: str, world_model: str | None = None) -> str:
+    """Digest of everything that decides an episode's outcome: the policy, the task, the rendering and, for a
+    world model, its checkpoint, the imagination settings and the judge's decision (not the batch size:
+    a sample does not depend on its batch)."""
+    settings: dict[str, Any] = {"policy": dataclasses.asdict(cfg.policies[index]),
+                                "task": dataclasses.asdict(cfg.tasks[task]), "render": dataclasses.asdict(cfg.render)}
+    if world_model is not None:
+        im = dataclasses.asdict(cfg.imagination)
+        settings.update(checkpoint=cfg.world_model_paths[world_model], judge=cfg.judge, threshold=cfg.threshold,
+                        consecutive=cfg.consecutive, imagination={k: v for k, v in im.items() if k != "batch_size"})
+    return settings_digest(settings)
+
+
 def _mujoco_episode(job: tuple[int, str, int]) -> dict[str, Any]:
     index, task, seed = job
     cfg: CampaignConfig = _WORKER["cfg"]
@@ -76,7 +90,8 @@ def _mujoco_episode(job: tuple[int, str, int]) -> dict[str, Any]:
         _WORKER["policies"][(index, task)] = make_policy(cfg.policies[index], env)
     ep = run_policy(env, _WORKER["policies"][(index, task)], seed)
     return {"evaluator": MUJOCO, "policy": policy_label(cfg.policies[index]), "task": task, "seed": seed,
-            "success": bool(ep.success), "steps": ep.steps, "failure_reason": ep.failure_reason}
+            "success": bool(ep.success), "steps": ep.steps, "failure_reason": ep.failure_reason,
+            "settings": episode_settings(cfg, index, task)}
 
 
 def campaign_seeds(cfg: CampaignConfig, pool) -> dict[str, list[int]]:
@@ -158,10 +173,20 @@ def imagine_episodes(sim: NeuralSimulator, judge: SuccessJudge, env, policies: l
 
 
 # ----------------------------------------------------------------------------------------- summary
-def summarize(cfg: CampaignConfig, records: dict[tuple, dict]) -> dict[str, Any]:
+def summarize(cfg: CampaignConfig, seeds: dict[str, list[int]], records: dict[tuple, dict]) -> dict[str, Any]:
+    """Success tables and ranking metrics over this campaign's seeds and settings (records of other
+    settings or seeds in the same file are left out)."""
     policies = [policy_label(p) for p in cfg.policies]
     tasks = list(cfg.tasks)
     evaluators = [MUJOCO, *cfg.world_model_paths]
+
+    def current(evaluator: str, policy: str, task: str, seed: int, record: dict) -> bool:
+        if evaluator not in evaluators or policy not in policies or seed not in seeds.get(task, ()):
+            return False
+        wm = None if evaluator == MUJOCO else evaluator
+        return record.get("settings") == episode_settings(cfg, policies.index(policy), task, wm)
+
+    records = {key: r for key, r in records.items() if current(*key, r)}
     table: dict[str, dict[str, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
     for ev in evaluators:
         for task in tasks:
@@ -254,7 +279,7 @@ def run_campaign(cfg: CampaignConfig) -> dict[str, Any]:
         with make_executor(cfg.workers, _init_worker, (cfg,)) as pool:
             seeds = campaign_seeds(cfg, pool)
             jobs = [(i, task, s) for i, lab in enumerate(labels) for task in cfg.tasks for s in seeds[task]
-                    if not log_.done(MUJOCO, lab, task, s)]
+                    if not log_.done(MUJOCO, lab, task, s, settings=episode_settings(cfg, i, task))]
             for rec in tqdm(pool.map(_mujoco_episode, jobs), total=len(jobs), desc="campaign: MuJoCo", unit="ep"):
                 log_.add(rec)
 
@@ -268,12 +293,13 @@ def run_campaign(cfg: CampaignConfig) -> dict[str, Any]:
             pipe = load_world_model(path).to(cfg.imagination.device)
             check_compatible(pipe, judge, path, cfg.judge)
             sim = NeuralSimulator(pipe, embodiment.control_rate_hz, cfg.imagination)
-            todo = [(i, task, s) for i, lab in enumerate(labels) for task in cfg.tasks for s in seeds[task]
-                    if not log_.done(wm, lab, task, s)]
-            bar = tqdm(total=len(todo), desc=f"campaign: {wm}", unit="ep")
+            todo = {(i, task): [s for s in seeds[task]
+                                if not log_.done(wm, labels[i], task, s, settings=episode_settings(cfg, i, task, wm))]
+                    for i in range(len(labels)) for task in cfg.tasks}
+            bar = tqdm(total=sum(map(len, todo.values())), desc=f"campaign: {wm}", unit="ep")
             for i, pcfg in enumerate(cfg.policies):
                 for task in cfg.tasks:
-                    pending = [s for s in seeds[task] if not log_.done(wm, labels[i], task, s)]
+                    pending = todo[(i, task)]
                     for j in range(0, len(pending), cfg.imagination.batch_size):
                         batch = pending[j:j + cfg.imagination.batch_size]
                         env = tasks.get(task, INSTRUCTION_SPLIT)
@@ -284,14 +310,16 @@ def run_campaign(cfg: CampaignConfig) -> dict[str, Any]:
                             write_mp4(out / "videos" / wm / task / f"{labels[i]}.mp4", video[0],
                                       fps=pipe.config.fps)
                         for rec in recs:
-                            log_.add({"evaluator": wm, "policy": labels[i], "task": task, **rec})
+                            log_.add({"evaluator": wm, "policy": labels[i], "task": task, **rec,
+                                      "settings": episode_settings(cfg, i, task, wm)})
                         bar.update(len(batch))
             bar.close()
             del pipe
         tasks.close()
     finally:
         log_.close()
-    summary = summarize(cfg, load_records(out / EPISODES_FILE, RECORD_KEY))
+    summary = summarize(cfg, seeds, load_records(out / EPISODES_FILE, RECORD_KEY))
+    summary["seeds"] = seeds
     summary["campaign_s"] = time.time() - start
     judge_metrics_path = Path(cfg.judge).parent / "metrics.json"
     judge_metrics = json.loads(judge_metrics_path.read_text()) if judge_metrics_path.is_file() else None

@@ -27,6 +27,7 @@ Episodes are recorded in ``<output_dir>/episodes.jsonl`` as they finish (a rerun
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -48,7 +49,7 @@ from configs.run_files import atomic_write_json, atomic_write_text, save_resolve
 from configs.schema import MPCConfig, validate  # noqa: E402
 from sim.neural_env import frame_rate_actions  # noqa: E402
 from sim.policies import make_policy  # noqa: E402
-from sim.records import RecordLog, load_records  # noqa: E402
+from sim.records import RecordLog, load_records, settings_digest  # noqa: E402
 from sim.rollout import TaskCache, expert_solves, query_policy  # noqa: E402
 from sim.stats import wilson_interval  # noqa: E402
 
@@ -223,11 +224,28 @@ def mpc_episode(env, mpc: ChunkMPC, controller: str, policy, seed: int, camera: 
             "cost_improvement_mean": float(np.mean(improvements)) if improvements else None}
 
 
-def summarize(cfg: MPCConfig, records: dict[tuple, dict]) -> dict[str, Any]:
+def episode_settings(cfg: MPCConfig, controller: str, task: str) -> str:
+    """Digest of what decides an episode: the base policy, the task and rendering and, unless the controller
+    is ``base``, the world model, the cost and the optimiser (not the batch size)."""
+    settings: dict[str, Any] = {"controller": controller, "base_policy": dataclasses.asdict(cfg.base_policy),
+                                "task": dataclasses.asdict(cfg.tasks[task]), "render": dataclasses.asdict(cfg.render)}
+    if controller != "base":
+        im = {k: v for k, v in dataclasses.asdict(cfg.imagination).items() if k != "batch_size"}
+        settings.update(checkpoint=cfg.checkpoint, cost=cfg.cost, goal=cfg.goal, goal_metric=cfg.goal_metric,
+                        judge=cfg.judge if cfg.cost == "judge" else None, candidates=cfg.candidates,
+                        iterations=cfg.iterations, elites=cfg.elites, noise_std=cfg.noise_std, min_std=cfg.min_std,
+                        imagination=im)
+    return settings_digest(settings)
+
+
+def summarize(cfg: MPCConfig, seeds: dict[str, list[int]], records: dict[tuple, dict]) -> dict[str, Any]:
+    """Success per controller and task over this run's seeds and settings."""
     out: dict[str, Any] = {}
     for controller in cfg.controllers:
         for task in cfg.tasks:
-            eps = [r for (c, t, _), r in records.items() if (c, t) == (controller, task)]
+            digest = episode_settings(cfg, controller, task)
+            eps = [r for (c, t, s), r in records.items()
+                   if (c, t) == (controller, task) and s in seeds[task] and r.get("settings") == digest]
             k, n = sum(r["success"] for r in eps), len(eps)
             gains = [r["cost_improvement_mean"] for r in eps if r["cost_improvement_mean"] is not None]
             out.setdefault(controller, {})[task] = {
@@ -284,22 +302,25 @@ def run_mpc(cfg: MPCConfig) -> dict[str, Any]:
         raise ValueError(f"camera '{camera}' is not rendered; render.cameras = {list(cfg.render.cameras)}")
     tasks = TaskCache(cfg.tasks, embodiment, cfg.render)
     records = RecordLog(out / EPISODES_FILE, RECORD_KEY)
+    seeds: dict[str, list[int]] = {}
     try:
         for task in cfg.tasks:
             env = tasks.get(task, "eval")
-            seeds, seed = [], robotwin_start_seed(cfg.seed)
-            while len(seeds) < cfg.episodes_per_task:  # RoboTwin: only seeds the expert solves
+            seeds[task], seed = [], robotwin_start_seed(cfg.seed)
+            while len(seeds[task]) < cfg.episodes_per_task:  # RoboTwin: only seeds the expert solves
                 if expert_solves(tasks.get(task, "train"), seed):
-                    seeds.append(seed)
+                    seeds[task].append(seed)
                 seed += 1
-            todo = [(c, s) for c in cfg.controllers for s in seeds if not records.done(c, task, s)]
+            todo = [(c, s) for c in cfg.controllers for s in seeds[task]
+                    if not records.done(c, task, s, settings=episode_settings(cfg, c, task))]
             policy = make_policy(cfg.base_policy, env)
             for controller, s in tqdm(todo, desc=f"mpc {task}", unit="ep"):
-                records.add(mpc_episode(env, mpc, controller, policy, s, camera))
+                records.add({**mpc_episode(env, mpc, controller, policy, s, camera),
+                             "settings": episode_settings(cfg, controller, task)})
     finally:
         records.close()
         tasks.close()
-    summary = {"controllers": summarize(cfg, load_records(out / EPISODES_FILE, RECORD_KEY)),
+    summary = {"controllers": summarize(cfg, seeds, load_records(out / EPISODES_FILE, RECORD_KEY)), "seeds": seeds,
                "config": {"cost": cfg.cost, "goal": cfg.goal, "goal_metric": cfg.goal_metric,
                           "candidates": cfg.candidates, "iterations": cfg.iterations, "checkpoint": cfg.checkpoint}}
     atomic_write_json(out / "mpc.json", summary)

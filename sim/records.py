@@ -2,17 +2,25 @@
 
 Each finished episode is one line, flushed and synced at once. Reopening the file cuts a record torn by a
 kill, so a rerun knows exactly which episodes are done and redoes only the rest. Records are identified by
-the values of ``key`` fields (for example evaluator, policy, task, seed).
+the values of ``key`` fields (for example evaluator, policy, task, seed) and carry a digest of the settings
+that produced them (``settings_digest``): a rerun with other settings (another checkpoint, sampler, noise
+level, step limit...) does not count an old record as done; the new record supersedes it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+def settings_digest(settings: dict) -> str:
+    """A short, stable fingerprint of JSON-able settings."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load_records(path: Path, key: tuple[str, ...]) -> dict[tuple, dict]:
@@ -43,8 +51,10 @@ class RecordLog:
         self.records = load_records(path, key)
         self.file = open(path, "a")
 
-    def done(self, *values) -> bool:
-        return tuple(values) in self.records
+    def done(self, *values, settings: str | None = None) -> bool:
+        """A record with these key values exists and was made with these settings."""
+        record = self.records.get(tuple(values))
+        return record is not None and record.get("settings") == settings
 
     def add(self, record: dict) -> None:
         self.records[tuple(record[k] for k in self.key)] = record

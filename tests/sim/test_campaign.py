@@ -33,12 +33,12 @@ def judge_path(tmp_path_factory):
     return path
 
 
-def campaign_config(out, wm, judge, policies=POLICIES) -> CampaignConfig:
+def campaign_config(out, wm, judge, policies=POLICIES, overrides=()) -> CampaignConfig:
     dcfg = configs.compose("campaign", [
         "task=[lift_bar]", "tasks.lift_bar.step_limit=60", f"render.height={SIZE}", f"render.width={SIZE}",
         f"output_dir={out}", f"judge={judge}", "episodes_per_task=2", "only_expert_solvable=false", "workers=1",
         "imagination.chunk_frames=4", "imagination.steps=2", "imagination.batch_size=2", "consecutive=1",
-        f"world_models=[tiny:{wm}]"])
+        f"world_models=[tiny:{wm}]", *overrides])
     dcfg.policies = policies
     return validate(dcfg, CampaignConfig)
 
@@ -75,6 +75,13 @@ def test_campaign_records_every_episode_and_resumes_exactly(tmp_path, tiny_world
     for key, rec in records.items():
         assert resumed[key]["success"] == rec["success"] and resumed[key]["steps"] == rec["steps"], key
         np.testing.assert_allclose(resumed[key].get("max_probability", 0), rec.get("max_probability", 0), rtol=1e-6)
+
+    # other imagination settings: the world-model episodes run again, the MuJoCo ones do not
+    lines = len((tmp_path / EPISODES_FILE).read_text().splitlines())
+    changed = campaign_config(tmp_path, tiny_world_model, judge_path, overrides=["imagination.steps=3"])
+    summary = run_campaign(changed)
+    assert len((tmp_path / EPISODES_FILE).read_text().splitlines()) == lines + 4 * 2
+    assert summary["success"]["tiny"]["lift_bar"]["expert"]["episodes"] == 2
 
 
 def test_too_few_policies_or_duplicate_labels_are_refused(tmp_path, judge_path):

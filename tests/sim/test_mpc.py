@@ -112,6 +112,9 @@ def test_eva_mpc_runs_every_controller_and_resumes(tmp_path, tiny_world_model, c
     before = (tmp_path / "out" / EPISODES_FILE).read_text()
     run_mpc(cfg)  # everything recorded: nothing runs again
     assert (tmp_path / "out" / EPISODES_FILE).read_text() == before
+    if cost == "goal":  # another optimiser setting: the MPC episodes run again, the base policy's do not
+        run_mpc(mpc_config(tmp_path / "out", tiny_world_model, *overrides, "noise_std=0.05"))
+        assert len((tmp_path / "out" / EPISODES_FILE).read_text().splitlines()) == 3 + 2
 
 
 def test_mpc_config_refuses_bad_values(tmp_path):
