@@ -205,6 +205,7 @@ def summarize(cfg: CampaignConfig, seeds: dict[str, list[int]], records: dict[tu
             same = [records[(wm, p, task, s)]["success"] == records[(MUJOCO, p, task, s)]["success"]
                     for (e, p, t, s) in records if e == wm and t == task and (MUJOCO, p, task, s) in records]
             per_task[task] = {"pearson": pearson_correlation(sim_rates, real_rates),
+                              "world_model_constant": bool(np.ptp(sim_rates) == 0),  # no ranking at all
                               "mmrv": mean_maximum_rank_violation(sim_rates, real_rates),
                               "episode_agreement": float(np.mean(same)) if same else float("nan")}
         pooled_sim = [table[wm][t][p]["rate"] for t in tasks for p in policies]
@@ -254,7 +255,8 @@ def write_report(summary: dict[str, Any], out: Path, judge_metrics: dict | None)
     lines += ["", "| world model | task | Pearson r | MMRV | episode agreement |", "|---|---|---|---|---|"]
     for wm, m in summary["metrics"].items():
         for task, r in m["per_task"].items():
-            lines.append(f"| {wm} | {task} | {r['pearson']:.3f} | {r['mmrv']:.3f} | {r['episode_agreement']:.2f} |")
+            pearson = f"{r['pearson']:.3f}" + (" (all rates equal)" if r["world_model_constant"] else "")
+            lines.append(f"| {wm} | {task} | {pearson} | {r['mmrv']:.3f} | {r['episode_agreement']:.2f} |")
         lines.append(f"| {wm} | mean over tasks | {m['mean_pearson']:.3f} | {m['mean_mmrv']:.3f} | |")
         lines.append(f"| {wm} | pooled (policy x task) | {m['pooled_pearson']:.3f} | {m['pooled_mmrv']:.3f} | |")
     if judge_metrics:

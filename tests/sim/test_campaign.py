@@ -59,7 +59,7 @@ def test_campaign_records_every_episode_and_resumes_exactly(tmp_path, tiny_world
     rates = summary["success"]
     assert set(rates) == {MUJOCO, "tiny"} and rates["tiny"]["lift_bar"]["expert"]["episodes"] == 2
     metrics = summary["metrics"]["tiny"]["per_task"]["lift_bar"]
-    assert set(metrics) == {"pearson", "mmrv", "episode_agreement"}
+    assert set(metrics) == {"pearson", "mmrv", "episode_agreement", "world_model_constant"}
     assert 0 <= metrics["mmrv"] <= 1 and 0 <= metrics["episode_agreement"] <= 1
     for name in ("campaign.json", "report.md", "scatter.png", "videos/tiny/lift_bar/expert.mp4"):
         assert (tmp_path / name).is_file(), name
