@@ -84,8 +84,6 @@ class NeuralSimulator:
         if not np.all(np.isfinite(actions)):
             raise ValueError(f"step actions: non-finite values in episodes {np.flatnonzero(~np.isfinite(actions).all(axis=(1, 2))).tolist()}")
         cond = frame_rate_actions(self.history_actions, actions, self.every, self.cfg.chunk_frames)
-        self.history_actions[:, -1] = actions[:, 0]
-        future_actions = cond[:, self.num_history:]
         device = torch.device(self.cfg.device)
         frames = self.pipe.rollout(self.history.to(device), self.instructions, torch.from_numpy(cond).to(device),
                                    num_frames=self.cfg.chunk_frames, steps=self.cfg.steps,
@@ -93,7 +91,7 @@ class NeuralSimulator:
                                    flow_shift=self.cfg.flow_shift).float().cpu()
         self.chunks += 1
         self.history = torch.cat([self.history, frames], dim=1)[:, -self.num_history:]
-        self.history_actions = np.concatenate([self.history_actions, future_actions], axis=1)[:, -self.num_history:]
+        self.history_actions = cond[:, -self.num_history:]  # the newest H frames' actions, as conditioned
         return frames
 
 
