@@ -284,9 +284,13 @@ class WorldModelConfig:
     flow_shift: float = 3.0
     future_condition: str = "zeros"  # image-to-video condition channels at future frames: zeros|last_history
     prediction: str = "velocity"  # the transformer's output: velocity (Wan) | residual (see world_model/model.py)
+    hold_detail: bool = False  # PCA PatchCodec: what its span leaves out is held from the newest history frame
 
     def __post_init__(self) -> None:
         where = f"world_model ({self.name})"
+        _check(not self.hold_detail or (self.codec.get("type") == "patch" and self.codec.get("components")),
+               f"{where}.hold_detail", "needs a PatchCodec with 'components' (a linear projection); the codec is "
+               f"{dict(self.codec)}")
         _check(self.codec.get("type") in ("patch", "wan_vae"), f"{where}.codec.type",
                f"expected 'patch' or 'wan_vae', got {self.codec.get('type')!r}")
         _check(self.prediction in PREDICTIONS, f"{where}.prediction",

@@ -110,7 +110,7 @@ def sample_sde(pipe: WorldModelPipeline, inputs: RolloutInputs, seeds: list[int]
 def select_inputs(inputs: RolloutInputs, idx: slice) -> RolloutInputs:
     pick = (lambda t: None if t is None else t[idx])
     return RolloutInputs(inputs.text_states[idx], inputs.hist_latents[idx], inputs.noise[idx],
-                         pick(inputs.condition), pick(inputs.latent_actions), inputs.num_frames)
+                         pick(inputs.condition), pick(inputs.latent_actions), inputs.num_frames, pick(inputs.detail))
 
 
 def step_log_prob(pipe: WorldModelPipeline, traj: Trajectory, i: int, idx: slice, noise_level: float,

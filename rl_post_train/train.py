@@ -198,7 +198,7 @@ def train(cfg: GRPOConfig) -> Path:
         # 3. decoding (latents -> frames -> IDM actions) and rewards
         t = time.time()
         with torch.no_grad():
-            pred = torch.cat([pipe.decode(tr.latents[-1], cfg.num_future_frames) for tr in trajs])
+            pred = torch.cat([pipe.decode(tr.latents[-1], cfg.num_future_frames, tr.inputs.detail) for tr in trajs])
             decoded = scorer.decode_actions(history, pred)
         timing["decoding"] = time.time() - t
         t = time.time()

@@ -158,15 +158,30 @@ def encode_video(codec: Codec, video: torch.Tensor) -> torch.Tensor:
     return ((latents.float() - mean) / std)
 
 
-def decode_latents(codec: Codec, latents: torch.Tensor) -> torch.Tensor:
-    """Normalised latents (B, z, F, h, w) -> frames (B, T, 3, H, W) in [0, 1]."""
+def decode_latents(codec: Codec, latents: torch.Tensor, detail: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalised latents (B, z, F, h, w) -> frames (B, T, 3, H, W) in [0, 1]; ``detail`` (``codec_detail``
+    of a reference frame, broadcast over the frames) is added before clipping."""
     if isinstance(codec, PatchCodec):
         video = codec.decode(latents)
     else:
         mean = torch.tensor(codec.config.latents_mean, device=latents.device).view(1, -1, 1, 1, 1)
         std = torch.tensor(codec.config.latents_std, device=latents.device).view(1, -1, 1, 1, 1)
         video = codec.decode((latents * std + mean).to(codec.dtype)).sample.float()
-    return ((video + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 1, 3, 4)
+    video = video.permute(0, 2, 1, 3, 4)
+    if detail is not None:
+        video = video + detail
+    return ((video + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def codec_detail(codec: Codec, frames: torch.Tensor) -> torch.Tensor:
+    """What a PatchCodec with fewer components than block values leaves out of frames (B, T, 3, H, W) in
+    [0, 1]: the frames minus their projection on the codec's span, (B, T, 3, H, W) in the codec's [-1, 1]
+    units. With it a PCA codec is invertible: span components from the latents, the rest from here."""
+    if not isinstance(codec, PatchCodec) or codec.config.components is None:
+        raise ValueError("codec_detail needs a PatchCodec with 'components' set (a linear projection); "
+                         f"got {type(codec).__name__}")
+    x = frames.permute(0, 2, 1, 3, 4) * 2.0 - 1.0
+    return (x - codec.decode(codec.encode(x))).permute(0, 2, 1, 3, 4)
 
 
 def clip_layout(num_history: int, num_future: int, temporal_stride: int) -> tuple[int, int]:

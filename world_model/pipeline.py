@@ -17,7 +17,8 @@ import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.loaders import WanLoraLoaderMixin
 
-from world_model.latents import clip_layout, codec_channels, codec_strides, decode_latents, encode_video, with_anchor
+from world_model.latents import (clip_layout, codec_channels, codec_detail, codec_strides, decode_latents, encode_video,
+                                 with_anchor)
 from world_model.model import actions_per_latent_frame, i2v_condition, residual_to_velocity, velocity
 from world_model.text import encode_instructions
 
@@ -62,6 +63,7 @@ class RolloutInputs:
     condition: torch.Tensor | None  # image-to-video mask + condition channels
     latent_actions: torch.Tensor | None  # (B, F, frames_per_latent, 14)
     num_frames: int
+    detail: torch.Tensor | None = None  # (B, 1, 3, H, W): the newest frame's out-of-span detail (hold_detail)
 
 
 class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
@@ -70,13 +72,13 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
 
     def __init__(self, tokenizer, text_encoder, transformer, vae, scheduler, action_encoder=None,
                  num_history_frames: int = 4, max_text_length: int = 16, image_size=(128, 128), fps: int = 10,
-                 future_condition: str = "zeros", prediction: str = "velocity"):
+                 future_condition: str = "zeros", prediction: str = "velocity", hold_detail: bool = False):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
                               scheduler=scheduler, action_encoder=action_encoder)
         self.register_to_config(num_history_frames=num_history_frames, max_text_length=max_text_length,
                                 image_size=list(image_size), fps=fps, future_condition=future_condition,
-                                prediction=prediction)
+                                prediction=prediction, hold_detail=hold_detail)
 
     @property
     def temporal_stride(self) -> int:
@@ -135,7 +137,8 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         noise = initial_noise(seeds, hist_latents, n_future)
         condition, latent_actions = self.model_inputs(hist_latents, n_hist + n_future,
                                                       None if actions is None else actions.to(device))
-        return RolloutInputs(self.encode_text(texts), hist_latents, noise, condition, latent_actions, num_frames)
+        return RolloutInputs(self.encode_text(texts), hist_latents, noise, condition, latent_actions, num_frames,
+                             self.held_detail(history))
 
     @torch.no_grad()
     def prepare_candidates(self, history, instruction: str, actions, *, num_frames: int = 8, seed: int = 0
@@ -156,7 +159,16 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         noise = initial_noise([seed], hist_latents[:1], n_future).expand(c, -1, -1, -1, -1)
         condition, latent_actions = self.model_inputs(hist_latents, n_hist + n_future, actions.to(device))
         text = self.encode_text([instruction])
-        return RolloutInputs(text.expand(c, -1, -1), hist_latents, noise, condition, latent_actions, num_frames)
+        return RolloutInputs(text.expand(c, -1, -1), hist_latents, noise, condition, latent_actions, num_frames,
+                             None if (d := self.held_detail(history)) is None else d.expand(c, -1, -1, -1, -1))
+
+    def held_detail(self, history: torch.Tensor) -> torch.Tensor | None:
+        """With ``hold_detail`` (a PCA PatchCodec): what the codec's span leaves out of the newest history frame,
+        added to every imagined frame, so the static scene keeps its full detail and the transformer models the
+        span (an untrained residual model then returns the newest frame exactly)."""
+        if not self.config.get("hold_detail", False):
+            return None
+        return codec_detail(self.vae, history[:, -1:].to(self.transformer.device))
 
     def predict_velocity(self, latents: torch.Tensor, sigma: torch.Tensor | float, inputs: RolloutInputs
                          ) -> torch.Tensor:
@@ -170,9 +182,10 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             return residual_to_velocity(out, latents, frame_sigmas, inputs.hist_latents[:, :, -1:])
         return out
 
-    def decode(self, latents: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """Latents (B, z, F, h, w) -> the last ``num_frames`` frames (B, num_frames, 3, H, W) in [0, 1]."""
-        return decode_latents(self.vae, latents)[:, -num_frames:]
+    def decode(self, latents: torch.Tensor, num_frames: int, detail: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (B, z, F, h, w) -> the last ``num_frames`` frames (B, num_frames, 3, H, W) in [0, 1], with
+        ``detail`` (``RolloutInputs.detail``) added."""
+        return decode_latents(self.vae, latents, detail)[:, -num_frames:]
 
     @torch.no_grad()
     def rollout(self, history, instruction: str | list[str], actions=None, *, num_frames: int = 8,
@@ -203,7 +216,7 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             v = self.predict_velocity(latents, scheduler.sigmas[i], inputs)
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
             latents[:, :, :hist.shape[2]] = hist  # history stays clean
-        return self.decode(latents, inputs.num_frames)
+        return self.decode(latents, inputs.num_frames, inputs.detail)
 
 
 def initial_noise(seeds: list[int], hist_latents: torch.Tensor, n_future: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ import configs
 from configs.constants import ACTION_DIM
 from configs.schema import TrainWMConfig, validate
 from world_model.build import build_transformer, load_preset
-from world_model.latents import PatchCodec, clip_layout, with_anchor
+from world_model.latents import PatchCodec, clip_layout, codec_detail, decode_latents, encode_video, with_anchor
 from world_model.model import ActionEncoder, actions_per_latent_frame, i2v_condition, velocity
 
 # Parameter counts of the published architectures (diffusers layout), from their configs:
@@ -118,6 +118,18 @@ def test_fitted_patch_codec_is_exact_on_its_span_and_saves_its_basis(tmp_path):
     codec.save_pretrained(tmp_path / "vae")
     loaded = PatchCodec.from_pretrained(tmp_path / "vae")
     assert torch.equal(loaded.basis, codec.basis) and torch.equal(loaded.encode(video), z)
+
+
+def test_codec_detail_is_what_the_span_leaves_out():
+    g = torch.Generator().manual_seed(1)
+    codec = PatchCodec.fit(torch.rand(50, 3, 32, 32, generator=g), patch=8, components=20)
+    frames = torch.rand(2, 3, 3, 32, 32, generator=g)  # (B, T, 3, H, W) in [0, 1]
+    detail = codec_detail(codec, frames)
+    projected = decode_latents(codec, encode_video(codec, frames), detail)
+    torch.testing.assert_close(projected, frames, atol=1e-5, rtol=0)  # span + detail = the frames
+    assert detail.abs().mean() > 0.05  # 20 of 192 values per block leave a lot out
+    with pytest.raises(ValueError, match="needs a PatchCodec with 'components'"):
+        codec_detail(PatchCodec(patch=8), frames)
     with pytest.raises(ValueError, match="components=200 must be in 1..192"):
         PatchCodec(patch=8, components=200)
 
