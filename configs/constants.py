@@ -53,6 +53,9 @@ FUTURE_CONDITIONS = ("zeros", "last_history")
 # eva-eval-wm methods: the checkpoint, the same architecture untrained, the last history frame repeated,
 # and the ground truth through the codec (the floor of any model in that latent space)
 WM_EVAL_METHODS = ("model", "untrained", "repeat_last", "codec")
+# eva-eval-wm's denoiser diagnostic: a future latent token is "static" when no channel of it differs from the
+# newest history latent by more than this (normalised latent units)
+STATIC_TOKEN_TOL = 0.05
 
 # what the world model's transformer predicts: Wan's velocity ``noise - x_data``, or ``residual``, the clean
 # future latent minus the newest history latent (world_model.model.residual_to_velocity)

@@ -371,6 +371,8 @@ class EvalWMConfig:
     num_videos: int = 4  # mp4 grids (ground truth | the methods, in order)
     seed: int = 0
     methods: list[str] = field(default_factory=lambda: list(WM_EVAL_METHODS))  # model is required
+    # noise levels of the denoiser diagnostic (clean-latent error of one model call on the true noisy future)
+    diagnostic_sigmas: list[float] = field(default_factory=lambda: [0.02, 0.1, 0.3, 0.6, 0.9, 1.0])
     # executability of IDM-decoded planner rollouts (EVA): needs an IDM; the reward itself needs P_0
     idm_checkpoint: Optional[str] = None
     reward: ExecutabilityRewardConfig = field(default_factory=ExecutabilityRewardConfig)
@@ -383,6 +385,8 @@ class EvalWMConfig:
         for name in ("num_future_frames", "num_windows", "batch_size", "steps"):
             _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
         _check(self.episodes_per_task >= 0 and self.hold_steps >= 0, "episodes_per_task/hold_steps", "must be >= 0")
+        _check(all(0 < s <= 1 for s in self.diagnostic_sigmas), "diagnostic_sigmas",
+               f"noise levels must be in (0, 1], got {list(self.diagnostic_sigmas)}")
         _check("model" in self.methods and set(self.methods) <= set(WM_EVAL_METHODS), "methods",
                f"must include 'model' and only {list(WM_EVAL_METHODS)}, got {list(self.methods)}")
         _check(self.episodes_per_task == 0 or self.idm_checkpoint is not None, "episodes_per_task",

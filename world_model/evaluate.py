@@ -39,7 +39,7 @@ from diffusers import WanTransformer3DModel  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from configs.constants import WM_EVAL_METHODS  # noqa: E402
+from configs.constants import STATIC_TOKEN_TOL, WM_EVAL_METHODS  # noqa: E402
 from configs.embodiment import Embodiment  # noqa: E402
 from configs.run_files import atomic_write_json, atomic_write_text, save_resolved_config  # noqa: E402
 from configs.schema import EvalWMConfig, validate  # noqa: E402
@@ -92,6 +92,42 @@ def through_codec(pipe: WorldModelPipeline, frames: torch.Tensor) -> torch.Tenso
     return decode_latents(pipe.vae, latents)[:, 1:].cpu()
 
 
+@torch.no_grad()
+def denoiser_error_sums(pipe: WorldModelPipeline, frames: torch.Tensor, actions: torch.Tensor, texts: list[str],
+                        sigmas: list[float], seeds: list[int]) -> dict[tuple[str, float], np.ndarray]:
+    """Where the denoiser fails: one model call per noise level on the true future latents noised to ``sigma``
+    (history clean, the rollout's own noise), in both modes. Per (mode, sigma): the clean-latent squared error
+    summed over static and over moving future latent positions (static: no channel moves more than
+    ``STATIC_TOKEN_TOL`` from the newest history latent), their counts, and copying's error on the moving ones
+    (copying is exact on static ones). Sums, to pool over batches (``denoiser_summary``)."""
+    h = pipe.config.num_history_frames
+    clip = encode_video(pipe.vae, with_anchor(frames).to(pipe.transformer.device))
+    sums = {}
+    for mode in MODES:
+        inputs = pipe.prepare(frames[:, :h], texts, actions if mode == "simulator" else None,
+                              num_frames=frames.shape[1] - h, seed=seeds)
+        n_hist = inputs.hist_latents.shape[2]
+        future = clip[:, :, n_hist:]
+        change = future - inputs.hist_latents[:, :, -1:]
+        static = (change.abs().amax(1, keepdim=True) <= STATIC_TOKEN_TOL).expand_as(change)
+        for s in sigmas:
+            noisy = torch.cat([inputs.hist_latents, (1 - s) * future + s * inputs.noise], dim=2)
+            clean = noisy[:, :, n_hist:] - s * pipe.predict_velocity(noisy, s, inputs)[:, :, n_hist:]
+            err = (clean - future) ** 2
+            sums[(mode, s)] = np.array([err[static].sum().item(), static.sum().item(), err[~static].sum().item(),
+                                        (~static).sum().item(), (change[~static] ** 2).sum().item()])
+    return sums
+
+
+def denoiser_summary(sums: dict[tuple[str, float], np.ndarray]) -> dict[str, list[dict[str, float]]]:
+    out = {mode: [] for mode in MODES}
+    for (mode, s), (e_static, n_static, e_moving, n_moving, copy_moving) in sorted(sums.items()):
+        out[mode].append({"sigma": s, "static_fraction": n_static / (n_static + n_moving),
+                          "static_mse": e_static / max(n_static, 1), "moving_mse": e_moving / max(n_moving, 1),
+                          "copy_moving_mse": copy_moving / max(n_moving, 1)})
+    return out
+
+
 def frame_metrics(pred: torch.Tensor, truth: torch.Tensor, lp) -> dict[str, np.ndarray]:
     """Per-window means over frames: (B,) arrays."""
     flat_p, flat_t = pred.flatten(0, 1), truth.flatten(0, 1)
@@ -106,6 +142,16 @@ def frame_metrics(pred: torch.Tensor, truth: torch.Tensor, lp) -> dict[str, np.n
 def mean_sem(values) -> dict[str, float]:
     v = np.asarray(values, dtype=np.float64)
     return {"mean": float(v.mean()), "sem": float(v.std() / np.sqrt(len(v)))}
+
+
+def paired_difference(model: dict[str, list], baseline: dict[str, list]) -> dict[str, dict[str, float]]:
+    """Per metric, the model's score minus the baseline's on the same windows (mean and standard error of the
+    paired differences, far tighter than the two means' errors) and the fraction of windows the model wins."""
+    out = {}
+    for k, sign in (("psnr", 1), ("ssim", 1), ("lpips", -1)):
+        d = np.asarray(model[k], dtype=np.float64) - np.asarray(baseline[k], dtype=np.float64)
+        out[k] = {**mean_sem(d), "model_better": float((sign * d > 0).mean())}
+    return out
 
 
 def executability(exe: ExecutabilityReward, idm: InverseDynamicsModel, history: torch.Tensor, pred: torch.Tensor,
@@ -193,12 +239,15 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
     scores = {m: {k: {s: [] for s in METRICS} for k in methods} for m in MODES}
     exec_scores = {k: {s: [] for s in EXEC_METRICS} for k in (*methods, "ground_truth")}
     grids = []
+    denoiser_sums: dict[tuple[str, float], np.ndarray] = {}
     bar = tqdm(total=len(MODES) * cfg.num_windows, desc="eval wm", unit="window")
     for i in range(0, cfg.num_windows, cfg.batch_size):
         sl = slice(i, min(i + cfg.batch_size, cfg.num_windows))
         frames, actions, texts = windows.batch(episodes[sl], starts[sl])
         history, truth = frames[:, :h], frames[:, h:]
         seeds = [cfg.seed + j for j in range(sl.start, sl.stop)]
+        for key, value in denoiser_error_sums(pipe, frames, actions, texts, list(cfg.diagnostic_sigmas), seeds).items():
+            denoiser_sums[key] = denoiser_sums.get(key, 0) + value
         for mode in MODES:
             preds = {"repeat_last": history[:, -1:].expand_as(truth)} if "repeat_last" in methods else {}
             if "codec" in methods:
@@ -224,6 +273,10 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
                "sampler": cfg.sampler, "modes": {}}
     for mode in MODES:
         summary["modes"][mode] = {name: {k: mean_sem(v) for k, v in s.items()} for name, s in scores[mode].items()}
+    summary["denoiser"] = denoiser_summary(denoiser_sums)
+    if {"model", "repeat_last"} <= set(methods):
+        summary["model_vs_repeat_last"] = {mode: paired_difference(scores[mode]["model"], scores[mode]["repeat_last"])
+                                           for mode in MODES}
     if exe is not None:
         summary["executability"] = {name: {k: mean_sem(v) for k, v in s.items() if v} for name, s in exec_scores.items()}
         summary["executability_calibrated"] = exe.calibration is not None
@@ -249,6 +302,20 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(f"{m[k]['mean']:.4g} +- {m[k]['sem']:.2g}" for k in METRICS)
                          + " |")
         lines.append("")
+    if "model_vs_repeat_last" in summary:
+        lines += ["**model minus repeat-last, paired over the same windows** (mean +- standard error; share of windows "
+                  "where the model is better)", "", "| mode | PSNR (dB) | SSIM | LPIPS |", "|---|---|---|---|"]
+        for mode, d in summary["model_vs_repeat_last"].items():
+            lines.append(f"| {mode} | " + " | ".join(f"{d[k]['mean']:+.3g} +- {d[k]['sem']:.2g} ({d[k]['model_better']:.0%})"
+                                                    for k in ("psnr", "ssim", "lpips")) + " |")
+        lines.append("")
+    lines += ["**where the denoiser fails**: clean-latent mean squared error of one model call on the true future "
+              "noised to sigma, at static and moving latent positions, against copying the newest frame (exact on "
+              "static ones)", "", "| mode | sigma | static | moving | copy, moving | static share |", "|---|---|---|---|---|---|"]
+    for mode, rows in summary["denoiser"].items():
+        lines += [f"| {mode} | {r['sigma']:.2f} | {r['static_mse']:.3g} | {r['moving_mse']:.3g} | "
+                  f"{r['copy_moving_mse']:.3g} | {r['static_fraction']:.0%} |" for r in rows]
+    lines.append("")
     if "executability" in summary:
         lines += ["**executability of IDM-decoded planner rollouts** (EVA; penalty terms per sample, "
                   "violation fractions of control steps)" + ("" if summary["executability_calibrated"] else
@@ -270,8 +337,8 @@ def markdown(summary: dict) -> str:
 
 
 def plot(summary: dict, path: Path) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    for ax, metric in zip(axes, ("psnr", "ssim", "lpips")):
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+    for ax, metric in zip(axes[:3], ("psnr", "ssim", "lpips")):
         for j, mode in enumerate(MODES):
             methods = summary["modes"][mode]
             names = list(methods)
@@ -281,6 +348,16 @@ def plot(summary: dict, path: Path) -> None:
         ax.set_xticks(np.arange(len(names)), names, fontsize=8)
         ax.set_title(metric.upper() + (" (lower is better)" if metric == "lpips" else ""))
     axes[0].legend(fontsize=8)
+    ax = axes[3]
+    for mode, rows in summary["denoiser"].items():
+        sig = [r["sigma"] for r in rows]
+        ax.plot(sig, [r["moving_mse"] for r in rows], "o-", label=f"{mode}, moving")
+        ax.plot(sig, [r["static_mse"] for r in rows], "s--", label=f"{mode}, static")
+    ax.plot(sig, [r["copy_moving_mse"] for r in rows], "k:", label="copy, moving")
+    ax.set_xlabel("noise level sigma")
+    ax.set_yscale("log")
+    ax.set_title("denoiser clean-latent MSE")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

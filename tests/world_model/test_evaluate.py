@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
+import torch
+
 import configs
 from configs.schema import EvalWMConfig, validate
 from tests.conftest import tiny_idm
 from tests.world_model.conftest import wm_train_config
-from world_model.evaluate import METHODS, METRICS, MODES, evaluate_wm
+from world_model.evaluate import METHODS, METRICS, MODES, evaluate_wm, paired_difference
 from world_model.train import train
 
 
@@ -27,8 +31,33 @@ def test_evaluation_scores_every_method_in_both_modes(lift_dataset, tmp_path):
         repeat = summary["modes"][mode]["repeat_last"]
         assert repeat["repetition"]["mean"] == 1.0  # a repeated frame repeats
         assert 0 < repeat["lpips"]["mean"] < 1 and repeat["psnr"]["mean"] > 10
+        paired = summary["model_vs_repeat_last"][mode]["psnr"]  # the mean of differences = the difference of means
+        assert paired["mean"] == pytest.approx(summary["modes"][mode]["model"]["psnr"]["mean"] - repeat["psnr"]["mean"])
+    for mode in MODES:  # the denoiser diagnostic: one row per noise level, copying's error on moving positions > 0
+        rows = summary["denoiser"][mode]
+        assert [r["sigma"] for r in rows] == sorted(cfg.diagnostic_sigmas)
+        assert all(r["moving_mse"] >= 0 and 0 <= r["static_fraction"] <= 1 for r in rows)
+        assert any(r["copy_moving_mse"] > 0 for r in rows)
     assert (tmp_path / "eval" / "grid_0.mp4").exists() and (tmp_path / "eval" / "wm_eval.png").exists()
     assert "| repeat_last |" in (tmp_path / "eval" / "wm_eval.md").read_text()
+
+
+def test_denoiser_error_of_an_untrained_residual_model_is_copying():
+    """A fresh residual model predicts the newest history latent: its error is exactly copying's, at every noise
+    level, and zero at static positions."""
+    from world_model.build import build_pipeline, load_preset
+    from world_model.evaluate import denoiser_error_sums, denoiser_summary
+    pipe = build_pipeline(load_preset("tiny"), ["lift the bar"], seed=0)
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(2, 1, 3, 128, 128, generator=g).expand(-1, 8, -1, -1, -1).clone()
+    frames[:, 6:, :, :32, :32] = torch.rand(2, 2, 3, 32, 32, generator=g)  # one corner changes in the future
+    summary = denoiser_summary(denoiser_error_sums(pipe, frames, torch.zeros(2, 8, 14), ["lift the bar"] * 2,
+                                                   [0.1, 1.0], [0, 1]))
+    for mode in MODES:
+        for r in summary[mode]:
+            assert r["static_mse"] == pytest.approx(0, abs=1e-10)
+            assert r["moving_mse"] == pytest.approx(r["copy_moving_mse"], rel=1e-5) and r["moving_mse"] > 0
+            assert 0.5 < r["static_fraction"] < 1
 
 
 def test_executability_and_imagined_episodes_in_mujoco(lift_dataset, tmp_path):
@@ -53,3 +82,13 @@ def test_imagined_episodes_need_an_idm():
 
     with pytest.raises(ValueError, match="idm_checkpoint"):
         validate(configs.compose("eval_wm", ["episodes_per_task=2"]), EvalWMConfig)
+
+
+def test_paired_difference_signs_and_errors():
+    model = {"psnr": [21.0, 25.0, 23.0], "ssim": [0.8, 0.9, 0.7], "lpips": [0.10, 0.05, 0.20]}
+    base = {"psnr": [20.0, 26.0, 21.0], "ssim": [0.8, 0.8, 0.8], "lpips": [0.12, 0.06, 0.10]}
+    d = paired_difference(model, base)
+    assert d["psnr"]["mean"] == pytest.approx(2 / 3) and d["psnr"]["model_better"] == pytest.approx(2 / 3)
+    assert d["psnr"]["sem"] == pytest.approx(float(np.std([1.0, -1.0, 2.0]) / np.sqrt(3)))
+    assert d["lpips"]["mean"] == pytest.approx(0.07 / 3) and d["lpips"]["model_better"] == pytest.approx(2 / 3)
+    assert d["ssim"]["model_better"] == pytest.approx(1 / 3)  # a tie is not a win
