@@ -705,7 +705,7 @@ class CampaignConfig:
         return dict(e.partition(":")[::2] for e in self.world_models)
 
 
-MPC_CONTROLLERS = ("base", "random_shooting", "cem")
+MPC_CONTROLLERS = ("base", "random_shooting", "cem", "mppi")
 
 
 @dataclass
@@ -727,6 +727,7 @@ class MPCConfig:
     elites: int = 4
     noise_std: float = 0.1  # rad, at every imagined frame (linear in between); grippers scaled by 1/pi
     min_std: float = 0.01
+    temperature: float = 0.1  # MPPI: softmin temperature as a fraction of the round's cost range
     imagination: ImaginationConfig = field(default_factory=ImaginationConfig)
     episodes_per_task: int = 10
     seed: int = 2  # RoboTwin seed block (held out from collection)
@@ -742,6 +743,7 @@ class MPCConfig:
         _check(self.candidates >= 2 and self.iterations >= 1, "candidates/iterations", "need >= 2 candidates and >= 1 iteration")
         _check(1 <= self.elites < self.candidates, "elites", f"must be in [1, candidates), got {self.elites}")
         _check(self.noise_std > 0 and 0 < self.min_std <= self.noise_std, "noise_std/min_std", "need 0 < min_std <= noise_std")
+        _check(self.temperature > 0, "temperature", f"must be positive, got {self.temperature}")
         _check(self.base_policy.kind in ("expert", "noisy_expert", "replay", "import"), "base_policy.kind",
                f"'{self.base_policy.kind}' cannot propose chunks; use expert, noisy_expert, replay or import")
         _check(self.episodes_per_task > 0, "episodes_per_task", f"must be positive, got {self.episodes_per_task}")

@@ -16,6 +16,10 @@ limits. Controllers, compared on the same seeds:
   itself is one of them);
 - ``cem``: the cross-entropy method, ``iterations`` rounds of ``candidates`` offsets (the current mean is one),
   refitting a diagonal Gaussian to the ``elites`` best; the best chunk seen is executed.
+- ``mppi``: model-predictive path integral control (Williams et al., 2017), ``iterations`` rounds of
+  ``candidates`` offsets around the current mean (which is one of them) with a fixed ``noise_std``; the mean
+  moves to the candidates' average weighted by ``softmin(cost / (temperature * cost range))``. The final mean
+  is executed, after one more model call that scores it.
 
 Costs: ``goal`` (distance of the last imagined frame to a goal image: the scripted expert's demonstration of
 the same seed at the end of the horizon, ``subgoal``, or its last frame, ``final``; in the world model's latent
@@ -141,6 +145,8 @@ class ChunkMPC:
             chunks, costs = self.evaluate(offsets, *args)
             best = int(np.argmin(costs))
             return chunks[best], {"cost_proposal": float(costs[0]), "cost_chosen": float(costs[best])}
+        if controller == "mppi":
+            return self.mppi(shape, args, rng)
         mean, std = np.zeros(shape), np.full(shape, cfg.noise_std)
         best_chunk, best_cost, proposal_cost = proposal, np.inf, None
         for it in range(cfg.iterations):
@@ -155,6 +161,22 @@ class ChunkMPC:
             elites = offsets[order[:cfg.elites]]
             mean, std = elites.mean(axis=0), np.maximum(elites.std(axis=0), cfg.min_std)
         return best_chunk, {"cost_proposal": proposal_cost, "cost_chosen": best_cost}
+
+    def mppi(self, shape: tuple[int, int], args: tuple, rng: np.random.Generator
+             ) -> tuple[np.ndarray, dict[str, float]]:
+        cfg = self.cfg
+        mean, proposal_cost = np.zeros(shape), None
+        for it in range(cfg.iterations):
+            offsets = mean + cfg.noise_std * rng.normal(size=(cfg.candidates, *shape))
+            offsets[0] = mean
+            _, costs = self.evaluate(offsets, *args)
+            if it == 0:
+                proposal_cost = float(costs[0])
+            span = max(float(costs.max() - costs.min()), 1e-12)
+            weights = np.exp(-(costs - costs.min()) / (cfg.temperature * span))
+            mean = np.einsum("c,cfd->fd", weights / weights.sum(), offsets)
+        chunks, costs = self.evaluate(mean[None], *args)
+        return chunks[0], {"cost_proposal": proposal_cost, "cost_chosen": float(costs[0])}
 
 
 def expert_frames(env, seed: int, camera: str, every: int) -> np.ndarray:
