@@ -572,6 +572,9 @@ class PlannerConfig:
     replan_every: int = 0  # control steps executed before replanning; 0 = the whole imagined chunk (EVA)
     seed: int = 0  # plan i of an episode uses seed + i
     device: str = "cpu"  # torch device of both models, e.g. cuda:0
+    # plan in a background thread while the current chunk keeps executing (the ROS node: commands at the control
+    # rate during planning); false: plan inside step(), for simulations that wait for the planner
+    asynchronous: bool = False
     safety: SafetyConfig = field(default_factory=SafetyConfig)  # the filter every target goes through
 
     def __post_init__(self) -> None:

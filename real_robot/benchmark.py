@@ -12,8 +12,9 @@ per denoising-step count and prints
 * the control loop: tick duration (median, p95, max), the share of ticks that overran the control
   period, and the start jitter (how late ticks started against their schedule: p95, max).
 
-Planning is synchronous (inside ``step``), so a replanning tick lasts a whole plan and the ticks
-behind it start late; the table says by how much. Random weights time the same computation as trained
+Both planning modes run, one row each per step count (``--modes``): ``sync`` plans inside ``step``, so a
+replanning tick lasts a whole plan and the ticks behind it start late; ``async`` plans in a background thread
+while the chunk keeps executing (``planner_node``'s mode). Random weights time the same computation as trained
 ones (the network shapes decide the cost, not the values).
 """
 
@@ -70,6 +71,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="wall-clock seconds per step count")
     ap.add_argument("--camera-hz", type=float, default=30.0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--modes", nargs="+", default=["sync", "async"], choices=["sync", "async"])
     args = ap.parse_args()
 
     embodiment = load_embodiment(args.embodiment)
@@ -86,19 +88,21 @@ def main() -> None:
           f"{embodiment.name} at {embodiment.control_rate_hz:g} Hz (period {1e3 * embodiment.dt:.0f} ms), camera "
           f"{args.camera_hz:g} Hz, {args.frames} imagined frames per plan, {args.device}, torch threads "
           f"{torch.get_num_threads()}, {args.seconds:g} s per row")
-    print(f"{'steps':>5} {'plans':>5} | " + " ".join(f"{s + ' ms':>22}" for s in STAGES)
+    print(f"{'mode':>5} {'steps':>5} {'plans':>5} | " + " ".join(f"{s + ' ms':>22}" for s in STAGES)
           + f" | {'tick ms (med/p95/max)':>22} {'overrun':>7} {'late ms (p95/max)':>17} {'holds':>5}")
-    for steps in args.steps:
-        cfg = PlannerConfig(num_future_frames=args.frames, steps=steps, device=args.device)
+    for mode, steps in [(m, s) for s in args.steps for m in args.modes]:
+        cfg = PlannerConfig(num_future_frames=args.frames, steps=steps, device=args.device,
+                            asynchronous=mode == "async")
         planner = Planner(pipe, idm, embodiment, cfg)
         planner.warmup()
         loop = run_loop(planner, args.seconds, args.camera_hz, rng)
+        planner.close()
         ms = {s: 1e3 * np.array([t[s] for t in planner.timings]) for s in STAGES}
         stages = " ".join(f"{np.median(v):6.1f}/{np.percentile(v, 95):6.1f}/{v.max():6.1f}" if len(v) else
                           f"{'no plan':>22}" for v in ms.values())
         d, late = 1e3 * loop["duration"], 1e3 * loop["lateness"]
         overrun = float(np.mean(loop["duration"] > embodiment.dt))
-        print(f"{steps:>5} {len(planner.timings):>5} | {stages} | {np.median(d):6.2f}/{np.percentile(d, 95):6.1f}/"
+        print(f"{mode:>5} {steps:>5} {len(planner.timings):>5} | {stages} | {np.median(d):6.2f}/{np.percentile(d, 95):6.1f}/"
               f"{d.max():6.1f} {100 * overrun:6.1f}% {np.percentile(late, 95):8.1f}/{late.max():7.1f} "
               f"{loop['holds']:>5}")
 

@@ -11,8 +11,16 @@ Chunk timing: row i of a plan is the IDM's action at ``frame_stamp + i * dt``, w
 is the capture time of the newest history frame (action t is the command issued at frame t, as in the
 datasets and in ``world_model.imagine``). When a plan starts later than that frame, the rows already in
 the past are skipped. All times are seconds on one clock (sim time in simulation, capture stamps on
-the robot). Planning runs synchronously inside :meth:`Planner.step`, and never while the e-stop is
-latched: the filter brakes and holds at the control rate, and the first tick after a reset replans.
+the robot). Planning never runs while the e-stop is latched: the filter brakes and holds at the control
+rate, and the first tick after a reset replans.
+
+Synchronous planning (default, simulations that wait for the planner): :meth:`Planner.step` plans when the
+chunk's executed part is used up. Asynchronous planning (``asynchronous: true``, the ROS node): the next plan
+starts in a background thread ``lead`` ticks before the executed part ends (the median planning time so far),
+from a snapshot of the history; meanwhile the current chunk keeps executing, and its last row is held if it
+runs out. A finished plan is adopted at the next tick, skipping the rows whose time has passed. A plan that
+started before a reset or an e-stop is discarded; one that raised is logged and its chunk is NaN, which the
+filter turns into a hold.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -124,6 +133,10 @@ class Planner:
         self.execute_until = 0  # replan when the cursor reaches this row
         self.num_plans = 0  # in this episode; plan i uses seed + i
         self.timings: list[dict[str, float]] = []  # one entry per plan, kept across episodes
+        # asynchronous planning: one worker thread, the plan in flight and the stamp of its newest history frame
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner") if cfg.asynchronous else None
+        self._pending: Future | None = None
+        self._pending_stamp = 0.0
 
     @classmethod
     def from_config(cls, cfg: PlannerConfig, embodiment: Embodiment) -> Planner:
@@ -142,6 +155,7 @@ class Planner:
         self.history.clear()
         self.instruction = instruction
         self.chunk, self.cursor, self.execute_until, self.num_plans = np.zeros((0, ACTION_DIM)), 0, 0, 0
+        self._pending = None  # a plan still in flight belongs to the last episode: its result is dropped
 
     def observe(self, frames: dict[str, np.ndarray], stamp: float) -> None:
         """Camera frames (HxWx3 uint8) captured at ``stamp``. An out-of-order frame is dropped, and the
@@ -165,17 +179,26 @@ class Planner:
 
     def plan(self, now: float) -> np.ndarray:
         """A new (num_future_frames * control_hz / fps, 14) chunk; row i is the target at frame_stamp + i * dt."""
+        return self._plan_from(*self._snapshot(now))
+
+    def _snapshot(self, now: float) -> tuple[torch.Tensor, float, float, int, float]:
+        """What a plan needs, taken on the control thread: history, its newest stamp, now, plan number, seconds."""
         if self.instruction is None:
             raise RuntimeError("reset(instruction) before planning")
         t0 = time.perf_counter()
         history = self.history.frames(self.cfg.camera)
-        t_history = time.perf_counter() - t0
-        chunk, t_world_model, t_idm = self._imagine_and_decode(history, self.cfg.seed + self.num_plans)
-        self.timings.append({"history": t_history, "world_model": t_world_model, "idm": t_idm,
-                             "total": time.perf_counter() - t0, "plan": self.num_plans, "now": now,
-                             "frame_age": now - self.history.latest_stamp(self.cfg.camera)})
-        logger.debug("plan %d at %.3f s took %.3f s", self.num_plans, now, self.timings[-1]["total"])
+        number = self.num_plans
         self.num_plans += 1
+        return history, self.history.latest_stamp(self.cfg.camera), now, number, time.perf_counter() - t0
+
+    def _plan_from(self, history: torch.Tensor, stamp: float, now: float, number: int, t_history: float
+                   ) -> np.ndarray:
+        t0 = time.perf_counter()
+        chunk, t_world_model, t_idm = self._imagine_and_decode(history, self.cfg.seed + number)
+        self.timings.append({"history": t_history, "world_model": t_world_model, "idm": t_idm,
+                             "total": t_history + time.perf_counter() - t0, "plan": number, "now": now,
+                             "frame_age": now - stamp})
+        logger.debug("plan %d at %.3f s took %.3f s", number, now, self.timings[-1]["total"])
         return chunk
 
     def warmup(self) -> float:
@@ -195,17 +218,53 @@ class Planner:
             return self.safety.filter(self.safety.command, now)
         if self.safety.estopped:  # no planning while latched: the loop keeps its rate, and the
             self.execute_until = self.cursor  # first tick after the reset plans from fresh frames
+            self._pending = None  # a plan in flight saw the world before the e-stop
             return self.safety.filter(self.safety.command, now)
-        if self.cursor >= self.execute_until:
-            self.chunk = self.plan(now)
-            elapsed = now - self.history.latest_stamp(self.cfg.camera)
-            self.cursor = min(max(int(round(elapsed * self.embodiment.control_rate_hz)), 0), self.chunk_len - 1)
-            remaining = self.chunk_len - self.cursor
-            self.execute_until = self.cursor + (min(self.cfg.replan_every, remaining) if self.cfg.replan_every
-                                                else remaining)
-        target = self.chunk[self.cursor]
+        if self._worker is None:
+            if self.cursor >= self.execute_until:
+                self._adopt(self.plan(now), self.history.latest_stamp(self.cfg.camera), now)
+        else:
+            self._step_asynchronous(now)
+            if not len(self.chunk):  # the first plan is still running
+                return self.safety.filter(self.safety.command, now)
+        target = self.chunk[min(self.cursor, len(self.chunk) - 1)]  # past the end: hold the last row
         self.cursor += 1
         return self.safety.filter(target, now)
+
+    def _adopt(self, chunk: np.ndarray, stamp: float, now: float) -> None:
+        """Execute ``chunk`` (row 0 at the frame ``stamp``) from the row of ``now``."""
+        self.chunk = chunk
+        elapsed = now - stamp
+        self.cursor = min(max(int(round(elapsed * self.embodiment.control_rate_hz)), 0), self.chunk_len - 1)
+        remaining = self.chunk_len - self.cursor
+        self.execute_until = self.cursor + (min(self.cfg.replan_every, remaining) if self.cfg.replan_every
+                                            else remaining)
+
+    def _step_asynchronous(self, now: float) -> None:
+        if self._pending is not None and self._pending.done():
+            future, self._pending = self._pending, None
+            try:
+                self._adopt(future.result(), self._pending_stamp, now)
+            except Exception:  # noqa: BLE001 - the control loop must go on; the filter holds on the NaN chunk
+                logger.exception("planning failed; holding and replanning")
+                self._adopt(np.full((self.chunk_len, ACTION_DIM), np.nan), self._pending_stamp, now)
+                self.execute_until = self.cursor  # the next plan starts now
+        if self._pending is None and self.cursor + self._lead_ticks() >= self.execute_until:
+            snapshot = self._snapshot(now)
+            self._pending_stamp = snapshot[1]
+            self._pending = self._worker.submit(self._plan_from, *snapshot)
+
+    def _lead_ticks(self) -> int:
+        """Control ticks a plan takes (median so far): the next one starts that early."""
+        if not self.timings:
+            return 0
+        return int(math.ceil(np.median([t["total"] for t in self.timings[-20:]]) * self.embodiment.control_rate_hz))
+
+    def close(self) -> None:
+        """Stop the planning thread (asynchronous mode); a plan in flight finishes and is dropped."""
+        self._pending = None
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
 
     def latency_summary(self) -> dict[str, dict[str, float]]:
         """Median and 95th percentile (seconds) of each planning stage over all plans so far."""

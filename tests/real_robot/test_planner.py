@@ -4,6 +4,8 @@ closed loop in MuJoCo. Tiny world model (one training step) and random IDM, 64x6
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -195,6 +197,100 @@ def test_no_planning_while_estopped_and_a_fresh_plan_after_the_reset(checkpoints
     planner.safety.reset()
     command = run_steps(planner, embodiment, 1, start=33)[0]
     assert planner.num_plans == 2 and not command.hold
+
+
+class GatedPlans:
+    """Stands in for the models in asynchronous tests: each plan waits until the test releases it, then returns
+    rows whose first joint counts 0, 0.001, ... from ``base`` (plan i: base = 0.1 * i), or raises."""
+
+    def __init__(self, fail: bool = False):
+        self.release, self.started, self.calls, self.fail = threading.Event(), threading.Event(), 0, fail
+
+    def __call__(self, history, seed):
+        self.started.set()
+        assert self.release.wait(10), "the test never released the plan"
+        self.release.clear()
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("model exploded")
+        chunk = np.zeros((CHUNK, ACTION_DIM))
+        chunk[:, 0] = 0.1 * (self.calls - 1) + 0.001 * np.arange(CHUNK)
+        return chunk, 0.0, 0.0
+
+
+def async_planner(checkpoints, embodiment, plans: GatedPlans, **overrides) -> Planner:
+    planner = make_planner(checkpoints, embodiment, asynchronous=True, **overrides)
+    planner._imagine_and_decode = plans
+    planner.reset("lift the bar")
+    planner.observe({"cam_high": frame(1)}, 0.0)
+    return planner
+
+
+def wait_for(plans: GatedPlans, planner: Planner) -> None:
+    plans.release.set()
+    planner._pending.result(timeout=10)
+
+
+def test_asynchronous_planning_keeps_the_loop_running_and_adopts_the_plan_on_time(checkpoints, embodiment):
+    plans = GatedPlans()
+    planner = async_planner(checkpoints, embodiment, plans)
+    state = embodiment.home
+    first = planner.step(state, 0.0)  # starts plan 0 in the background and returns at once
+    assert plans.started.wait(10) and planner.num_plans == 1
+    for t in range(1, 6):  # no plan yet: the arm stays where it is, at the control rate
+        c = planner.step(state, t * embodiment.dt)
+        np.testing.assert_allclose(c.position, state)
+    assert first.position is not None and not len(planner.chunk)
+    wait_for(plans, planner)
+    planner.step(state, 6 * embodiment.dt)  # adopted 6 ticks after the frame: rows 0..5 are past
+    assert planner.cursor == 7 and planner.chunk[6, 0] == pytest.approx(0.006)
+    assert planner.timings[0]["frame_age"] == 0.0 and planner._pending is None
+
+
+def test_asynchronous_planning_starts_early_holds_the_last_row_and_drops_stale_plans(checkpoints, embodiment):
+    plans = GatedPlans()
+    planner = async_planner(checkpoints, embodiment, plans)
+    planner.step(embodiment.home, 0.0)
+    wait_for(plans, planner)
+    planner.timings[0]["total"] = 5 * embodiment.dt  # plans take 5 ticks: the next one starts 5 ticks early
+    planner.step(embodiment.home, embodiment.dt)  # adopts plan 0
+    t = 2
+    while planner._pending is None:
+        planner.step(embodiment.home, t * embodiment.dt)
+        t += 1
+    assert planner.execute_until - planner.cursor <= 5 and planner.num_plans == 2
+    for _ in range(2 * CHUNK):  # plan 1 is late: past the chunk's end its last row is the target
+        planner.step(embodiment.home, t * embodiment.dt)
+        t += 1
+    assert planner.cursor > CHUNK and planner.chunk[-1, 0] == pytest.approx(0.001 * (CHUNK - 1))
+    stale = planner._pending
+    planner.reset("lift the bar")  # plan 1 belongs to the last episode
+    plans.release.set()
+    stale.result(timeout=10)
+    planner.observe({"cam_high": frame(2)}, t * embodiment.dt)
+    planner.step(embodiment.home, t * embodiment.dt)
+    assert not len(planner.chunk) and planner.num_plans == 1  # nothing adopted; plan 0 of the new episode started
+    wait_for(plans, planner)
+    planner.close()
+
+
+def test_a_failed_asynchronous_plan_holds(checkpoints, embodiment, caplog):
+    plans = GatedPlans(fail=True)
+    planner = async_planner(checkpoints, embodiment, plans)
+    planner.step(embodiment.home, 0.0)
+    wait_for_failure = planner._pending
+    plans.release.set()
+    with pytest.raises(RuntimeError):
+        wait_for_failure.result(timeout=10)
+    command = planner.step(embodiment.home, embodiment.dt)
+    assert command.hold and any("invalid" in r for r in command.reasons)
+    assert "planning failed" in caplog.text
+    assert planner.num_plans == 2 and planner._pending is not None  # the next plan started at once
+    wait_for_failure = planner._pending
+    plans.release.set()
+    with pytest.raises(RuntimeError):
+        wait_for_failure.result(timeout=10)
+    planner.close()
 
 
 def test_checkpoints_must_match_the_planner(checkpoints, embodiment, tmp_path):

@@ -7,7 +7,8 @@ Topics (names from the embodiment file, CobotMagic by default):
   depth 1) and the follower states ``ros.state_topics`` (``/puppet/joint_left|right``, ``sensor_msgs/JointState``,
   names ``ros.joint_state_names``, ``position[6]`` gripper in metres);
 - publishes ``ros.command_topics`` (``/master/joint_left|right``) once per control tick, only when the
-  safety filter returns a position (nothing before the first joint state);
+  safety filter returns a position (nothing before the first joint state); with ``asynchronous: true`` (the
+  shipped params files) plans run in a background thread, so the tick keeps its rate while one is computed;
 - ``~/estop`` (``std_msgs/Bool``): true latches the e-stop (a controlled stop, then hold); false is ignored;
 - ``~/reset`` (``std_msgs/Empty``): clears the e-stop latch;
 - ``~/diagnostics`` (``std_msgs/String``, JSON) once per wall-clock second: loop timing, planning latency,
@@ -180,6 +181,9 @@ class PlannerNode(Node):
             "rejected": dict(self.rejected),
         }
         self.diagnostics_pub.publish(String(data=json.dumps(report)))
+
+    def close(self) -> None:
+        self.planner.close()
 
 
 def main(args: list[str] | None = None) -> None:
