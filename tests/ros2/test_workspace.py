@@ -171,8 +171,6 @@ def test_planner_against_the_sim_robot_over_loopback(install, checkpoints, embod
         check_commands(received, embodiment)
         assert diagnostics and diagnostics[-1]["published"] > 0
         assert diagnostics[-1]["planning_s"]["total"]["count"] >= 1  # the world model and the IDM ran
-        report = diagnostics[-1]  # asynchronous planning (sim.yaml): no control tick waits for a plan
-        assert report["tick_duration_s"]["max"] < report["planning_s"]["total"]["median"], json.dumps(report)
         assert moved(), "the commands never moved: the e-stop check would be vacuous"
         print("diagnostics before the e-stop:", json.dumps(diagnostics[-1]))
         sockets = udp_sockets([os.getpid()] + [proc.pid for proc in procs.values()])
