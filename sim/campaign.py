@@ -43,7 +43,7 @@ from configs.schema import CampaignConfig, validate  # noqa: E402
 from sim.judge import SuccessJudge, judged_success  # noqa: E402
 from sim.neural_env import NeuralSimulator, to_uint8  # noqa: E402
 from sim.parallel import make_executor, ordered_seed_search  # noqa: E402
-from sim.policies import make_policy, policy_label  # noqa: E402
+from sim.policies import make_policy, policy_label, policy_settings  # noqa: E402
 from sim.records import RecordLog, load_records, settings_digest  # noqa: E402
 from sim.real2sim import mean_maximum_rank_violation, pearson_correlation  # noqa: E402
 from sim.rollout import TaskCache, expert_solves, query_policy, run_policy  # noqa: E402
@@ -73,7 +73,7 @@ def episode_settings(cfg: CampaignConfig, index: int, task: str, world_model: st
     """Digest of everything that decides an episode's outcome: the policy, the task, the rendering and, for a
     world model, its checkpoint, the imagination settings and the judge's decision (not the batch size:
     a sample does not depend on its batch)."""
-    settings: dict[str, Any] = {"policy": dataclasses.asdict(cfg.policies[index]),
+    settings: dict[str, Any] = {"policy": policy_settings(cfg.policies[index]),
                                 "task": dataclasses.asdict(cfg.tasks[task]), "render": dataclasses.asdict(cfg.render)}
     if world_model is not None:
         im = dataclasses.asdict(cfg.imagination)

@@ -52,7 +52,7 @@ from configs.embodiment import Embodiment  # noqa: E402
 from configs.run_files import atomic_write_json, atomic_write_text, save_resolved_config  # noqa: E402
 from configs.schema import MPCConfig, validate  # noqa: E402
 from sim.neural_env import frame_rate_actions  # noqa: E402
-from sim.policies import make_policy  # noqa: E402
+from sim.policies import make_policy, policy_settings  # noqa: E402
 from sim.records import RecordLog, load_records, settings_digest  # noqa: E402
 from sim.rollout import TaskCache, expert_solves, query_policy  # noqa: E402
 from sim.stats import wilson_interval  # noqa: E402
@@ -249,7 +249,7 @@ def mpc_episode(env, mpc: ChunkMPC, controller: str, policy, seed: int, camera: 
 def episode_settings(cfg: MPCConfig, controller: str, task: str) -> str:
     """Digest of what decides an episode: the base policy, the task and rendering and, unless the controller
     is ``base``, the world model, the cost and the optimiser (not the batch size)."""
-    settings: dict[str, Any] = {"controller": controller, "base_policy": dataclasses.asdict(cfg.base_policy),
+    settings: dict[str, Any] = {"controller": controller, "base_policy": policy_settings(cfg.base_policy),
                                 "task": dataclasses.asdict(cfg.tasks[task]), "render": dataclasses.asdict(cfg.render)}
     if controller != "base":
         im = {k: v for k, v in dataclasses.asdict(cfg.imagination).items() if k != "batch_size"}
@@ -257,6 +257,8 @@ def episode_settings(cfg: MPCConfig, controller: str, task: str) -> str:
                         judge=cfg.judge if cfg.cost == "judge" else None, candidates=cfg.candidates,
                         iterations=cfg.iterations, elites=cfg.elites, noise_std=cfg.noise_std, min_std=cfg.min_std,
                         imagination=im)
+    if controller == "mppi":
+        settings["temperature"] = cfg.temperature
     return settings_digest(settings)
 
 

@@ -9,6 +9,7 @@ sim time), and ``import`` of any class by ``module:Class``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import numpy as np
@@ -153,6 +154,15 @@ def make_policy(cfg: PolicyConfig, env: BimanualTask):
         if not callable(getattr(policy, method, None)):
             raise TypeError(f"policy {cfg.target} has no method {method}()")
     return policy
+
+
+def policy_settings(cfg: PolicyConfig) -> dict:
+    """The settings that decide what a policy does, for the settings digests of campaign and MPC records: the
+    planner section only for ``kind: planner`` (a new planner field must not invalidate noisy-expert records)."""
+    settings = dataclasses.asdict(cfg)
+    if cfg.kind != "planner":
+        settings.pop("planner")
+    return settings
 
 
 def policy_label(cfg: PolicyConfig) -> str:

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 import configs
 from configs.schema import CampaignConfig, validate
-from sim.campaign import EPISODES_FILE, MUJOCO, RECORD_KEY, run_campaign
+from sim.campaign import EPISODES_FILE, MUJOCO, RECORD_KEY, episode_settings, run_campaign
 from sim.records import load_records
 from sim.judge import SuccessJudge
 
@@ -105,3 +105,17 @@ def test_the_policies_list_is_validated_entry_by_entry(tmp_path, judge_path):
     with pytest.raises(ValueError, match="policy.kind"):
         campaign_config(tmp_path, tmp_path, judge_path, bad)
     assert OmegaConf.structured(campaign_config(tmp_path, tmp_path, judge_path)).policies[1].noise_level == 0.5
+
+
+def test_planner_settings_only_enter_the_digest_of_planner_policies(tmp_path, judge_path):
+    """A record's settings digest covers what decides its outcome: changing the planner section (say, a new
+    planner field) leaves noisy-expert records valid and redoes planner ones."""
+    policies = [*POLICIES[:3], {"kind": "planner", "name": "planner"}]
+    base = campaign_config(tmp_path, tmp_path, judge_path, policies)
+    changed = campaign_config(tmp_path, tmp_path, judge_path, [
+        {**p, "planner": {"steps": 3, "asynchronous": True}} for p in policies])
+    for i in range(3):
+        assert episode_settings(base, i, "lift_bar") == episode_settings(changed, i, "lift_bar")
+        assert episode_settings(base, i, "lift_bar", "tiny") == episode_settings(changed, i, "lift_bar", "tiny")
+    assert episode_settings(base, 3, "lift_bar") != episode_settings(changed, 3, "lift_bar")
+    assert episode_settings(base, 1, "lift_bar") != episode_settings(base, 0, "lift_bar")
