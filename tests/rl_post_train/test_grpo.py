@@ -72,7 +72,7 @@ def test_noise_level_zero_reproduces_the_ode_sampler(tiny_models):
     ode = pipe.rollout(history, "lift the bar", num_frames=4, steps=4, seed=3, sampler="euler", flow_shift=3.0)
     inputs = pipe.prepare(history, "lift the bar", num_frames=4, seed=3)
     traj = sample_sde(pipe, inputs, [3, 4], steps=4, noise_level=0.0, sde_steps=list(range(4)), flow_shift=3.0)
-    torch.testing.assert_close(pipe.decode(traj.latents[-1], 4), ode, rtol=0, atol=1e-6)
+    torch.testing.assert_close(pipe.decode(traj.latents[-1], 4, inputs.detail), ode, rtol=0, atol=1e-6)
     # with noise, the result differs and every step has a finite log-probability
     noisy = sample_sde(pipe, inputs, [3, 4], steps=4, noise_level=0.7, sde_steps=list(range(4)), flow_shift=3.0)
     assert torch.isfinite(noisy.log_probs).all() and not torch.equal(noisy.latents[-1], traj.latents[-1])
