@@ -295,9 +295,9 @@ def run_campaign(cfg: CampaignConfig) -> dict[str, Any]:
             pipe = load_world_model(path).to(cfg.imagination.device)
             check_compatible(pipe, judge, path, cfg.judge)
             sim = NeuralSimulator(pipe, embodiment.control_rate_hz, cfg.imagination)
-            todo = {(i, task): [s for s in seeds[task]
-                                if not log_.done(wm, labels[i], task, s, settings=episode_settings(cfg, i, task, wm))]
-                    for i in range(len(labels)) for task in cfg.tasks}
+            digests = {(i, task): episode_settings(cfg, i, task, wm) for i in range(len(labels)) for task in cfg.tasks}
+            todo = {(i, task): [s for s in seeds[task] if not log_.done(wm, labels[i], task, s, settings=digest)]
+                    for (i, task), digest in digests.items()}
             bar = tqdm(total=sum(map(len, todo.values())), desc=f"campaign: {wm}", unit="ep")
             for i, pcfg in enumerate(cfg.policies):
                 for task in cfg.tasks:
@@ -313,7 +313,7 @@ def run_campaign(cfg: CampaignConfig) -> dict[str, Any]:
                                       fps=pipe.config.fps)
                         for rec in recs:
                             log_.add({"evaluator": wm, "policy": labels[i], "task": task, **rec,
-                                      "settings": episode_settings(cfg, i, task, wm)})
+                                      "settings": digests[(i, task)]})
                         bar.update(len(batch))
             bar.close()
             del pipe

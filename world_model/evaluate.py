@@ -56,7 +56,7 @@ from world_model.imagine import success_of_imagined_episodes  # noqa: E402
 from world_model.latents import decode_latents, encode_video, with_anchor  # noqa: E402
 from world_model.metrics import lpips_model, psnr, repetition_rate, ssim  # noqa: E402
 from world_model.model import ActionEncoder, zero_output_layer  # noqa: E402
-from world_model.pipeline import WorldModelPipeline, load_world_model  # noqa: E402
+from world_model.pipeline import RolloutInputs, WorldModelPipeline, load_world_model  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -85,37 +85,25 @@ def untrained_copy(pipe: WorldModelPipeline, seed: int) -> WorldModelPipeline:
 
 
 @torch.no_grad()
-def through_codec(pipe: WorldModelPipeline, frames: torch.Tensor) -> torch.Tensor:
-    """Frames (B, T, 3, H, W) in [0, 1] encoded and decoded by the world model's codec (a causal VAE
-    encodes the anchor frame first, as in training)."""
-    latents = encode_video(pipe.vae, with_anchor(frames).to(pipe.transformer.device))
-    return decode_latents(pipe.vae, latents)[:, 1:].cpu()
-
-
-@torch.no_grad()
-def denoiser_error_sums(pipe: WorldModelPipeline, frames: torch.Tensor, actions: torch.Tensor, texts: list[str],
-                        sigmas: list[float], seeds: list[int]) -> dict[tuple[str, float], np.ndarray]:
+def denoiser_error_sums(pipe: WorldModelPipeline, clip: torch.Tensor, inputs: RolloutInputs, mode: str,
+                        sigmas: list[float]) -> dict[tuple[str, float], np.ndarray]:
     """Where the denoiser fails: one model call per noise level on the true future latents noised to ``sigma``
-    (history clean, the rollout's own noise), in both modes. Per (mode, sigma): the clean-latent squared error
-    summed over static and over moving future latent positions (static: no channel moves more than
-    ``STATIC_TOKEN_TOL`` from the newest history latent), their counts, and copying's error on the moving ones
-    (copying is exact on static ones). Sums, to pool over batches (``denoiser_summary``)."""
-    h = pipe.config.num_history_frames
-    clip = encode_video(pipe.vae, with_anchor(frames).to(pipe.transformer.device))
+    (history clean, the rollout's own noise). ``clip``: the latents of the whole window (anchor, history,
+    future); ``inputs``: the rollout's prepared conditioning in ``mode``. Per (mode, sigma): the clean-latent
+    squared error summed over static and over moving future latent positions (static: no channel moves more
+    than ``STATIC_TOKEN_TOL`` from the newest history latent), their counts, and copying's error on the moving
+    ones (copying is exact on static ones). Sums, to pool over batches (``denoiser_summary``)."""
+    n_hist = inputs.hist_latents.shape[2]
+    future = clip[:, :, n_hist:]
+    change = future - inputs.hist_latents[:, :, -1:]
+    static = (change.abs().amax(1, keepdim=True) <= STATIC_TOKEN_TOL).expand_as(change)
     sums = {}
-    for mode in MODES:
-        inputs = pipe.prepare(frames[:, :h], texts, actions if mode == "simulator" else None,
-                              num_frames=frames.shape[1] - h, seed=seeds)
-        n_hist = inputs.hist_latents.shape[2]
-        future = clip[:, :, n_hist:]
-        change = future - inputs.hist_latents[:, :, -1:]
-        static = (change.abs().amax(1, keepdim=True) <= STATIC_TOKEN_TOL).expand_as(change)
-        for s in sigmas:
-            noisy = torch.cat([inputs.hist_latents, (1 - s) * future + s * inputs.noise], dim=2)
-            clean = noisy[:, :, n_hist:] - s * pipe.predict_velocity(noisy, s, inputs)[:, :, n_hist:]
-            err = (clean - future) ** 2
-            sums[(mode, s)] = np.array([err[static].sum().item(), static.sum().item(), err[~static].sum().item(),
-                                        (~static).sum().item(), (change[~static] ** 2).sum().item()])
+    for s in sigmas:
+        noisy = torch.cat([inputs.hist_latents, (1 - s) * future + s * inputs.noise], dim=2)
+        clean = noisy[:, :, n_hist:] - s * pipe.predict_velocity(noisy, s, inputs)[:, :, n_hist:]
+        err = (clean - future) ** 2
+        sums[(mode, s)] = np.array([err[static].sum().item(), static.sum().item(), err[~static].sum().item(),
+                                    (~static).sum().item(), (change[~static] ** 2).sum().item()])
     return sums
 
 
@@ -246,16 +234,20 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
         frames, actions, texts = windows.batch(episodes[sl], starts[sl])
         history, truth = frames[:, :h], frames[:, h:]
         seeds = [cfg.seed + j for j in range(sl.start, sl.stop)]
-        for key, value in denoiser_error_sums(pipe, frames, actions, texts, list(cfg.diagnostic_sigmas), seeds).items():
-            denoiser_sums[key] = denoiser_sums.get(key, 0) + value
+        # the window through the codec (a causal VAE encodes the anchor frame first, as in training): the
+        # ``codec`` method and the denoiser diagnostic's ground truth
+        clip = encode_video(pipe.vae, with_anchor(frames).to(pipe.transformer.device))
         for mode in MODES:
             preds = {"repeat_last": history[:, -1:].expand_as(truth)} if "repeat_last" in methods else {}
             if "codec" in methods:
-                preds["codec"] = through_codec(pipe, frames)[:, h:]
+                preds["codec"] = decode_latents(pipe.vae, clip)[:, 1 + h:].cpu()
             for name, p in pipes.items():
-                preds[name] = p.rollout(history, texts, actions if mode == "simulator" else None,
-                                        num_frames=cfg.num_future_frames, steps=cfg.steps, seed=seeds,
-                                        sampler=cfg.sampler, flow_shift=cfg.flow_shift)
+                inputs = p.prepare(history, texts, actions if mode == "simulator" else None,
+                                   num_frames=cfg.num_future_frames, seed=seeds)
+                preds[name] = p.denoise(inputs, steps=cfg.steps, sampler=cfg.sampler, flow_shift=cfg.flow_shift)
+                if name == "model":
+                    for key, value in denoiser_error_sums(p, clip, inputs, mode, list(cfg.diagnostic_sigmas)).items():
+                        denoiser_sums[key] = denoiser_sums.get(key, 0) + value
             for name, pred in preds.items():
                 for k, v in frame_metrics(pred, truth, lp).items():
                     scores[mode][name][k].extend(v.tolist())

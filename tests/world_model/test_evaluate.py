@@ -47,12 +47,18 @@ def test_denoiser_error_of_an_untrained_residual_model_is_copying():
     level, and zero at static positions."""
     from world_model.build import build_pipeline, load_preset
     from world_model.evaluate import denoiser_error_sums, denoiser_summary
+    from world_model.latents import encode_video, with_anchor
     pipe = build_pipeline(load_preset("tiny"), ["lift the bar"], seed=0)
     g = torch.Generator().manual_seed(0)
     frames = torch.rand(2, 1, 3, 128, 128, generator=g).expand(-1, 8, -1, -1, -1).clone()
     frames[:, 6:, :, :32, :32] = torch.rand(2, 2, 3, 32, 32, generator=g)  # one corner changes in the future
-    summary = denoiser_summary(denoiser_error_sums(pipe, frames, torch.zeros(2, 8, 14), ["lift the bar"] * 2,
-                                                   [0.1, 1.0], [0, 1]))
+    clip = encode_video(pipe.vae, with_anchor(frames))
+    sums = {}
+    for mode in MODES:
+        inputs = pipe.prepare(frames[:, :4], ["lift the bar"] * 2, torch.zeros(2, 8, 14) if mode == "simulator" else None,
+                              num_frames=4, seed=[0, 1])
+        sums |= denoiser_error_sums(pipe, clip, inputs, mode, [0.1, 1.0])
+    summary = denoiser_summary(sums)
     for mode in MODES:
         for r in summary[mode]:
             assert r["static_mse"] == pytest.approx(0, abs=1e-10)
