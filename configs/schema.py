@@ -668,6 +668,30 @@ class ImaginationConfig:
 
 
 @dataclass
+class EvalRosConfig:
+    """eva-eval-ros: the planner in closed loop through ROS 2 (planner_node against sim_robot_node, two processes
+    over loopback DDS) on the seeds of eva-eval's protocol (real_robot/ros_eval.py)."""
+
+    embodiment: dict[str, Any] = MISSING
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(kind="planner"))
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    install: str = "ros2_ws/install"  # colcon install base of ros2_ws; built there when the package is missing
+    params_file: Optional[str] = None  # the nodes' params file; default: the installed config/sim.yaml
+    reference: Optional[str] = None  # eval_info.json of an in-process eva-eval: its seeds, and a comparison
+    episode_timeout_s: float = 600.0  # wall-clock seconds an episode (node start-up included) may take
+    output_dir: str = "runs/eval_ros"
+
+    def __post_init__(self) -> None:
+        _check(len(self.tasks) > 0, "tasks", "no task selected")
+        _check(self.policy.kind == "planner", "policy.kind", f"eva-eval-ros runs the planner node, got '{self.policy.kind}'")
+        _check(self.policy.planner.camera in self.render.cameras, "render.cameras",
+               f"the planner camera '{self.policy.planner.camera}' is not rendered: {list(self.render.cameras)}")
+        _check(self.episode_timeout_s > 0, "episode_timeout_s", f"must be positive, got {self.episode_timeout_s}")
+
+
+@dataclass
 class CampaignConfig:
     """eva-campaign: policies x tasks x episodes in MuJoCo and in each world model (sim/campaign.py)."""
 

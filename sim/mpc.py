@@ -54,7 +54,7 @@ from configs.schema import MPCConfig, validate  # noqa: E402
 from sim.neural_env import frame_rate_actions  # noqa: E402
 from sim.policies import make_policy, policy_settings  # noqa: E402
 from sim.records import RecordLog, load_records, settings_digest  # noqa: E402
-from sim.rollout import TaskCache, expert_solves, query_policy  # noqa: E402
+from sim.rollout import TaskCache, query_policy, solvable_seeds  # noqa: E402
 from sim.stats import wilson_interval  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -330,11 +330,7 @@ def run_mpc(cfg: MPCConfig) -> dict[str, Any]:
     try:
         for task in cfg.tasks:
             env = tasks.get(task, "eval")
-            seeds[task], seed = [], robotwin_start_seed(cfg.seed)
-            while len(seeds[task]) < cfg.episodes_per_task:  # RoboTwin: only seeds the expert solves
-                if expert_solves(tasks.get(task, "train"), seed):
-                    seeds[task].append(seed)
-                seed += 1
+            seeds[task] = solvable_seeds(tasks.get(task, "train"), robotwin_start_seed(cfg.seed), cfg.episodes_per_task)
             todo = [(c, s) for c in cfg.controllers for s in seeds[task]
                     if not records.done(c, task, s, settings=episode_settings(cfg, c, task))]
             policy = make_policy(cfg.base_policy, env)

@@ -40,6 +40,22 @@ def expert_solves(env: BimanualTask, seed: int) -> bool:
     return env.check_success()
 
 
+def solvable_seeds(env: BimanualTask, first_seed: int, needed: int, max_tries: int | None = None) -> list[int]:
+    """The first ``needed`` seeds from ``first_seed`` on that the scripted expert solves (RoboTwin's protocol),
+    searched in this process; raises after ``max_tries`` (default 10 x needed) seeds."""
+    max_tries = 10 * needed if max_tries is None else max_tries
+    seeds = []
+    for seed in range(first_seed, first_seed + max_tries):
+        if len(seeds) == needed:
+            break
+        if expert_solves(env, seed):
+            seeds.append(seed)
+    if len(seeds) < needed:
+        raise RuntimeError(f"task '{env.cfg.name}': only {len(seeds)} of {needed} seeds solved by the expert in "
+                           f"{max_tries} tries from {first_seed}")
+    return seeds
+
+
 @dataclass
 class RecordedEpisode:
     states: np.ndarray

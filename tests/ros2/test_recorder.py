@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from real_robot.ros_env import loopback_env
-from tests.ros2.conftest import node_env, stop, udp_sockets
+from real_robot.ros_workspace import stop_process, workspace_env
+from tests.ros2.conftest import udp_sockets
 
 EMBODIMENT = "agilex_piper"
 CAMERA = "cam_high"
@@ -51,7 +52,7 @@ def test_recorder_node_records_the_published_topics(install, tmp_path, monkeypat
     camera_topic = embodiment.cameras[CAMERA].ros_topic
     sent: dict[str, dict[int, object]] = {t: {} for t in [*joint_topics, camera_topic]}
     log = open(tmp_path / "recorder.log", "w")
-    proc = subprocess.Popen(cmd, env=node_env(install, domain_id), stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, env=workspace_env(install, domain_id), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     context = rclpy.Context()
     try:
@@ -91,7 +92,7 @@ def test_recorder_node_records_the_published_topics(install, tmp_path, monkeypat
         time.sleep(0.3)  # the last messages arrive
         alive()
     finally:
-        stop(proc)
+        stop_process(proc)
         log.close()
         rclpy.try_shutdown(context=context)
     assert proc.returncode == 0, log_text(tmp_path)

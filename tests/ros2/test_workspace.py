@@ -1,6 +1,6 @@
 """The ROS 2 workspace: the launch file matches the package, colcon builds and installs it, and the
 installed ``sim_robot_node`` + ``planner_node`` close the loop over DDS (loopback only) with tiny checkpoints.
-The colcon build (``install``) and the nodes' environment (``node_env``) are in ``conftest.py``.
+The colcon build (``install``) and the nodes' environment (``real_robot.ros_workspace``) are in ``conftest.py``.
 
 Every DDS participant here (the two node processes and this test process) runs with
 ``real_robot.ros_env.loopback_env`` and a random domain id. Needs the ``ros`` extra (rclpy wheels, colcon);
@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from real_robot.ros_env import loopback_env
-from tests.ros2.conftest import REPO, node_env, stop, udp_sockets
+from real_robot.ros_workspace import REPO, stop_process, workspace_env
+from tests.ros2.conftest import udp_sockets
 
 PACKAGE = REPO / "ros2_ws" / "src" / "planner"
 LAUNCH = PACKAGE / "launch" / "eva.launch.py"
@@ -53,14 +54,14 @@ def test_launch_file_matches_the_package():
             packages.add(ast.literal_eval(node.value))
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             strings.append(node.value)
-    assert sorted(executables) == ["planner_node", "sim_robot_node"]
+    assert sorted(executables) == ["planner_node", "recorder_node", "sim_robot_node"]
     assert set(executables) <= entry_points()
     assert packages == {"planner"}
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in functions
     arguments = [ast.literal_eval(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call)
                  and getattr(n.func, "id", None) == "DeclareLaunchArgument"]
-    assert {"params_file", "use_sim"} <= set(arguments)
+    assert {"params_file", "use_sim", "record", "record_output"} <= set(arguments)
     referenced = {s.strip("'\"") for s in strings for s in s.split() if s.strip("'\"").endswith((".yaml", ".xml"))}
     assert referenced == {"sim.yaml", "planner.yaml"}
     for name in referenced:
@@ -110,7 +111,7 @@ def test_planner_against_the_sim_robot_over_loopback(install, checkpoints, embod
 
     wm, idm = checkpoints
     domain_id = random.randint(1, 200)
-    env = node_env(install, domain_id)
+    env = workspace_env(install, domain_id)
     lib, params = install / "planner" / "lib" / "planner", install / "planner" / "share" / "planner" / "config" / "sim.yaml"
     commands = {
         "sim_robot": [str(lib / "sim_robot_node"), "--ros-args", "--params-file", str(params),
@@ -206,7 +207,7 @@ def test_planner_against_the_sim_robot_over_loopback(install, checkpoints, embod
         assert diagnostics[-1]["estopped"] is True and diagnostics[-1]["holds"].get("estop", 0) > 0
     finally:
         for proc in procs.values():
-            stop(proc)
+            stop_process(proc)
         for log in logs.values():
             log.close()
         rclpy.try_shutdown(context=context)
@@ -242,7 +243,7 @@ def check_commands(received: dict, embodiment) -> None:
 @pytest.mark.parametrize("node", ["planner_node", "recorder_node"])
 @pytest.mark.parametrize("profile", [None, "/nonexistent/fastdds.xml"])
 def test_nodes_refuse_to_start_without_the_dds_profile(install, tmp_path, node, profile):
-    env = node_env(install, random.randint(1, 200))
+    env = workspace_env(install, random.randint(1, 200))
     for name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
         if profile is None:
             env.pop(name)

@@ -7,7 +7,12 @@
 - ``loopback_only`` (default true with ``use_sim``, false otherwise): keep all DDS traffic on 127.0.0.1 with
   the project's Fast DDS profile (real_robot/ros_env.py). On the robot the operator's DDS settings apply;
   the nodes refuse to start without a Fast DDS profile either way.
+- ``record`` (default false): also start ``recorder_node``, which writes the cameras, follower states and
+  commands to ``record_output`` (default ``recordings/eva_<date>_<time>.mcap``, never overwritten; convert it
+  with ``eva-mcap-to-lerobot``); ``record_cameras`` (default all of the embodiment's).
 """
+
+import time
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, GroupAction, SetEnvironmentVariable, UnsetEnvironmentVariable
@@ -23,6 +28,7 @@ def generate_launch_description():
     params_file = LaunchConfiguration("params_file")
     use_sim = LaunchConfiguration("use_sim")
     loopback_only = LaunchConfiguration("loopback_only")
+    record = LaunchConfiguration("record")
     default_params = PathJoinSubstitution([
         FindPackageShare("planner"), "config",
         PythonExpression(["'sim.yaml' if '", use_sim, "'.lower() == 'true' else 'planner.yaml'"]),
@@ -38,9 +44,18 @@ def generate_launch_description():
                               description="YAML with /**: ros__parameters: for both nodes"),
         DeclareLaunchArgument("loopback_only", default_value=use_sim,
                               description="apply the loopback-only Fast DDS settings (tests, simulation)"),
+        DeclareLaunchArgument("record", default_value="false", description="start recorder_node too"),
+        DeclareLaunchArgument("record_output", default_value=time.strftime("recordings/eva_%Y%m%d_%H%M%S.mcap"),
+                              description="the recording's .mcap path (never overwritten)"),
+        DeclareLaunchArgument("record_cameras", default_value="[cam_high, cam_left_wrist, cam_right_wrist]",
+                              description="cameras to record"),
         loopback,
         Node(package="planner", executable="sim_robot_node", name="sim_robot", output="screen",
              parameters=[params_file], condition=IfCondition(use_sim)),
         Node(package="planner", executable="planner_node", name="planner", output="screen",
              parameters=[params_file]),
+        Node(package="planner", executable="recorder_node", name="recorder", output="screen",
+             parameters=[params_file, {"output": LaunchConfiguration("record_output"),
+                                       "cameras": LaunchConfiguration("record_cameras")}],
+             condition=IfCondition(record)),
     ])

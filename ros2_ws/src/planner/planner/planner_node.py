@@ -11,6 +11,9 @@ Topics (names from the embodiment file, CobotMagic by default):
   shipped params files) plans run in a background thread, so the tick keeps its rate while one is computed;
 - ``~/estop`` (``std_msgs/Bool``): true latches the e-stop (a controlled stop, then hold); false is ignored;
 - ``~/reset`` (``std_msgs/Empty``): clears the e-stop latch;
+- ``~/start_episode`` (``std_msgs/String``, JSON ``{"instruction": ..., "stamp": ...}``, reliable, transient local):
+  a new episode: the planner is reset (history, chunk, plans in flight) with the instruction, inputs stamped
+  before ``stamp`` are dropped as the last episode's, and the start is echoed on ``~/episode`` (same QoS);
 - ``~/diagnostics`` (``std_msgs/String``, JSON) once per wall-clock second: loop timing, planning latency,
   holds, rejected messages.
 
@@ -41,7 +44,7 @@ from std_msgs.msg import Bool, Empty, String
 from configs.constants import ARMS
 from configs.embodiment import load_embodiment
 from configs.schema import PlannerConfig, SafetyConfig
-from planner.conversions import (COMMAND_QOS, SENSOR_QOS, InvalidMessage, arm_from_joint_state, image_to_array,
+from planner.conversions import (COMMAND_QOS, EPISODE_QOS, SENSOR_QOS, InvalidMessage, arm_from_joint_state, image_to_array,
                                  joint_states_from_vector, seconds_to_stamp, stamp_to_seconds)
 from planner.node_runner import run_node
 from real_robot.planner import Planner
@@ -91,6 +94,8 @@ class PlannerNode(Node):
         self.tick_starts: deque[float] = deque(maxlen=500)
         self.tick_durations: deque[float] = deque(maxlen=500)
         self.last_reasons: tuple[str, ...] = ()
+        self.not_before = float("-inf")  # inputs stamped earlier belong to the last episode
+        self.episodes = 0
 
         loop = MutuallyExclusiveCallbackGroup()
         safety_group = MutuallyExclusiveCallbackGroup()
@@ -101,6 +106,8 @@ class PlannerNode(Node):
                                      SENSOR_QOS, callback_group=loop)
         self.command_pubs = {arm: self.create_publisher(JointState, embodiment.ros["command_topics"][arm],
                                                         COMMAND_QOS) for arm in ARMS}
+        self.create_subscription(String, "~/start_episode", self.on_start_episode, EPISODE_QOS, callback_group=loop)
+        self.episode_pub = self.create_publisher(String, "~/episode", EPISODE_QOS)
         self.create_subscription(Bool, "~/estop", self.on_estop, 10, callback_group=safety_group)
         self.create_subscription(Empty, "~/reset", self.on_reset, 10, callback_group=safety_group)
         self.diagnostics_pub = self.create_publisher(String, "~/diagnostics", 10)
@@ -117,7 +124,25 @@ class PlannerNode(Node):
         self.get_logger().warning(f"rejected message on {topic}: {err}; not fed to the planner",
                                   throttle_duration_sec=1.0)
 
+    def on_start_episode(self, msg: String) -> None:
+        try:
+            data = json.loads(msg.data)
+            instruction, stamp = data["instruction"], float(data["stamp"])
+            if not isinstance(instruction, str):
+                raise TypeError(f"instruction must be a string, got {type(instruction).__name__}")
+        except (ValueError, KeyError, TypeError) as err:
+            self.reject("~/start_episode", ValueError(f"expected JSON {{'instruction': str, 'stamp': seconds}} ({err})"))
+            return
+        self.planner.reset(instruction)
+        self.arm_state.clear()
+        self.not_before = stamp
+        self.episodes += 1
+        self.get_logger().info(f"episode {self.episodes} from t={stamp:.2f} s: '{instruction}'")
+        self.episode_pub.publish(String(data=json.dumps({"instruction": instruction, "stamp": stamp})))
+
     def on_image(self, msg: Image) -> None:
+        if stamp_to_seconds(msg.header.stamp) < self.not_before:
+            return
         try:
             frame = image_to_array(msg, self.image_shape)
         except InvalidMessage as err:
@@ -129,6 +154,8 @@ class PlannerNode(Node):
             self.reject(self.camera_topic, err)
 
     def on_state(self, arm: str, topic: str, msg: JointState) -> None:
+        if stamp_to_seconds(msg.header.stamp) < self.not_before:
+            return
         try:
             self.arm_state[arm] = (arm_from_joint_state(msg, self.embodiment), stamp_to_seconds(msg.header.stamp))
         except InvalidMessage as err:
@@ -174,7 +201,7 @@ class PlannerNode(Node):
                     "max": float(values.max())}
 
         report = {
-            "ticks": self.ticks, "published": self.published, "estopped": self.planner.safety.estopped,
+            "ticks": self.ticks, "published": self.published, "episodes": self.episodes, "estopped": self.planner.safety.estopped,
             "control_period_s": self.embodiment.dt, "tick_period_s": stats(periods),
             "tick_duration_s": stats(durations), "planning_s": self.planner.latency_summary(),
             "holds": dict(self.planner.safety.stats), "hold_reasons": list(self.last_reasons),
