@@ -57,9 +57,11 @@ WM_EVAL_METHODS = ("model", "untrained", "repeat_last", "codec")
 # newest history latent by more than this (normalised latent units)
 STATIC_TOKEN_TOL = 0.05
 
-# what the world model's transformer predicts: Wan's velocity ``noise - x_data``, or ``residual``, the clean
-# future latent minus the newest history latent (world_model.model.residual_to_velocity)
-PREDICTIONS = ("velocity", "residual")
+# what the world model's transformer predicts: Wan's velocity ``noise - x_data``; ``residual``, the clean
+# future latent minus the newest history latent; or ``gated_residual``, a residual plus a gated skip of the noisy
+# input (world_model.model.predicted_residual)
+PREDICTIONS = ("velocity", "residual", "gated_residual")
+RESIDUAL_PREDICTIONS = ("residual", "gated_residual")  # zero-initialised output: a fresh model holds the newest frame
 
 # Real2Sim (sim/real2sim.py, eva-campaign): fewer policies than this say nothing about a ranking
 MIN_RANKED_POLICIES = 3

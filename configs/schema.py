@@ -283,7 +283,7 @@ class WorldModelConfig:
     fps: int = 10
     flow_shift: float = 3.0
     future_condition: str = "zeros"  # image-to-video condition channels at future frames: zeros|last_history
-    prediction: str = "velocity"  # the transformer's output: velocity (Wan) | residual (see world_model/model.py)
+    prediction: str = "velocity"  # the transformer's output: velocity (Wan) | residual | gated_residual (world_model/model.py)
     hold_detail: bool = False  # PCA PatchCodec: what its span leaves out is held from the newest history frame
 
     def __post_init__(self) -> None:

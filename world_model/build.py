@@ -15,7 +15,7 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from omegaconf import OmegaConf
 from transformers import UMT5Config, UMT5EncoderModel
 
-from configs.constants import ACTION_DIM
+from configs.constants import ACTION_DIM, RESIDUAL_PREDICTIONS
 from configs.schema import WorldModelConfig, validate
 from world_model.latents import PatchCodec, codec_channels, codec_strides
 from world_model.model import ActionEncoder, zero_output_layer
@@ -68,13 +68,15 @@ def build_pipeline(cfg: WorldModelConfig, instructions: list[str], action_stats:
     torch.manual_seed(seed)
     codec = build_codec(cfg) if codec is None else codec
     transformer = build_transformer(cfg)
-    if cfg.prediction == "residual":
+    if cfg.prediction in RESIDUAL_PREDICTIONS:
         zero_output_layer(transformer)
     z = codec_channels(codec)
-    if transformer.config.in_channels not in (z, 2 * z + 4) or transformer.config.out_channels != z:
+    out = 2 * z if cfg.prediction == "gated_residual" else z  # a gate per latent value
+    if transformer.config.in_channels not in (z, 2 * z + 4) or transformer.config.out_channels != out:
         raise ValueError(f"world model '{cfg.name}': transformer in/out channels "
                          f"{transformer.config.in_channels}/{transformer.config.out_channels} do not fit the "
-                         f"codec's {z} latent channels (expected in {z} or {2 * z + 4}, out {z})")
+                         f"codec's {z} latent channels (expected in {z} or {2 * z + 4}, out {out} for "
+                         f"prediction '{cfg.prediction}')")
     tokenizer, text_encoder = build_text_encoder(cfg, instructions)
     dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
     action_encoder = ActionEncoder(action_dim=ACTION_DIM, frames_per_latent=codec_strides(codec)[0],

@@ -39,7 +39,7 @@ from diffusers import WanTransformer3DModel  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from configs.constants import STATIC_TOKEN_TOL, WM_EVAL_METHODS  # noqa: E402
+from configs.constants import RESIDUAL_PREDICTIONS, STATIC_TOKEN_TOL, WM_EVAL_METHODS  # noqa: E402
 from configs.embodiment import Embodiment  # noqa: E402
 from configs.run_files import atomic_write_json, atomic_write_text, save_resolved_config  # noqa: E402
 from configs.schema import EvalWMConfig, validate  # noqa: E402
@@ -72,7 +72,7 @@ def untrained_copy(pipe: WorldModelPipeline, seed: int) -> WorldModelPipeline:
     fresh = copy.copy(pipe)
     torch.manual_seed(seed)
     transformer = WanTransformer3DModel.from_config(pipe.transformer.config).eval()
-    if pipe.config.get("prediction", "velocity") == "residual":
+    if pipe.config.get("prediction", "velocity") in RESIDUAL_PREDICTIONS:
         zero_output_layer(transformer)  # as build_pipeline starts it: the newest frame held still
     action_encoder = None
     if pipe.action_encoder is not None:

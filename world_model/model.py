@@ -26,6 +26,14 @@ derived, ``v = (x_sigma - x_data) / sigma`` (``residual_to_velocity``); with a z
 layer a fresh residual model imagines the newest frame held still, and training spends its steps on the
 motion (the tiny preset, which trains from scratch in minutes). Samplers and GRPO only see velocities.
 
+A ``gated_residual`` model (``out_channels = 2 z``) outputs a residual ``F`` and a gate ``G`` per latent value;
+its residual is ``F + G * c(sigma) * (x_sigma - (1 - sigma) * reference)``, where ``c(sigma) = (1 - sigma) /
+((1 - sigma)^2 + sigma^2)`` is the linear least-squares gain that recovers a unit-variance residual from the
+noisy input (EDM's skip connection, Karras et al. 2022, written for this flow path and reference). A plain
+residual model has to carry the noisy input's exact values through the transformer to use them, and at low
+noise it does not (``eva-eval-wm``'s denoiser diagnostic); here it only decides, per value, how much of them to
+take. Zero-initialised, ``F = G = 0``: a fresh model still holds the newest frame.
+
 ``velocity()`` is the forward pass (the transformer's output: the velocity, or the residual of a
 residual model), written out so the layer calls are visible; it uses the
 transformer's own submodules, so its weights keep diffusers' layout and load from real Wan checkpoints.
@@ -124,6 +132,19 @@ def residual_to_velocity(residual: torch.Tensor, latents: torch.Tensor, frame_si
     finite, unused value."""
     sigma = frame_sigmas.clamp_min(SIGMA_FLOOR).view(*frame_sigmas.shape[:1], 1, -1, 1, 1)
     return (latents - (reference + residual)) / sigma
+
+
+def predicted_residual(out: torch.Tensor, latents: torch.Tensor, frame_sigmas: torch.Tensor, reference: torch.Tensor,
+                       prediction: str) -> torch.Tensor:
+    """The residual (clean latents minus ``reference``) of a ``residual`` or ``gated_residual`` model's output."""
+    if prediction == "residual":
+        return out
+    if prediction != "gated_residual":
+        raise ValueError(f"prediction '{prediction}' has no residual (expected residual or gated_residual)")
+    z = out.shape[1] // 2
+    sigma = frame_sigmas.view(*frame_sigmas.shape[:1], 1, -1, 1, 1)
+    gain = (1 - sigma) / ((1 - sigma) ** 2 + sigma ** 2)
+    return out[:, :z] + out[:, z:] * gain * (latents - (1 - sigma) * reference)
 
 
 def zero_output_layer(transformer: WanTransformer3DModel) -> None:

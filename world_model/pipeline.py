@@ -17,9 +17,11 @@ import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.loaders import WanLoraLoaderMixin
 
+from configs.constants import RESIDUAL_PREDICTIONS
 from world_model.latents import (clip_layout, codec_channels, codec_detail, codec_strides, decode_latents, encode_video,
                                  with_anchor)
-from world_model.model import actions_per_latent_frame, i2v_condition, residual_to_velocity, velocity
+from world_model.model import (actions_per_latent_frame, i2v_condition, predicted_residual, residual_to_velocity,
+                                velocity)
 from world_model.text import encode_instructions
 
 log = logging.getLogger(__name__)
@@ -178,8 +180,11 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         frame_sigmas[:, n_hist:] = torch.as_tensor(sigma, dtype=torch.float32, device=latents.device).view(-1, 1)
         out = velocity(self.transformer, latents, frame_sigmas, inputs.text_states,
                        action_encoder=self.action_encoder, actions=inputs.latent_actions, condition=inputs.condition)
-        if self.config.get("prediction", "velocity") == "residual":
-            return residual_to_velocity(out, latents, frame_sigmas, inputs.hist_latents[:, :, -1:])
+        prediction = self.config.get("prediction", "velocity")
+        if prediction in RESIDUAL_PREDICTIONS:
+            reference = inputs.hist_latents[:, :, -1:]
+            residual = predicted_residual(out, latents, frame_sigmas, reference, prediction)
+            return residual_to_velocity(residual, latents, frame_sigmas, reference)
         return out
 
     def decode(self, latents: torch.Tensor, num_frames: int, detail: torch.Tensor | None = None) -> torch.Tensor:

@@ -39,7 +39,7 @@ from peft.utils import get_peft_model_state_dict
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from configs.constants import ACTION_KEY, image_key
+from configs.constants import ACTION_KEY, RESIDUAL_PREDICTIONS
 from configs.run_files import replace_dir, save_resolved_config
 from configs.schema import TrainWMConfig, validate
 from idm.data import split_episodes
@@ -48,7 +48,7 @@ from sim.dataset import LeRobotDataset
 from world_model.build import build_pipeline
 from world_model.data import ClipWindows
 from world_model.latents import PatchCodec, clip_layout, encode_video, with_anchor
-from world_model.model import actions_per_latent_frame, velocity
+from world_model.model import predicted_residual, velocity
 from world_model.pipeline import WorldModelPipeline
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,11 @@ def flow_loss(pipe: WorldModelPipeline, frames, actions, text_states, keys, cfg:
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
         out = velocity(pipe.transformer, noisy, sig, text_states, action_encoder=pipe.action_encoder,
                      actions=latent_actions, action_mask=keep, condition=condition)
-    if pipe.config.get("prediction", "velocity") == "residual":  # the clean latents' error (= v error * sigma)
-        target = x - x[:, :, n_hist - 1:n_hist]
+    prediction = pipe.config.get("prediction", "velocity")
+    if prediction in RESIDUAL_PREDICTIONS:  # the clean latents' error (= v error * sigma)
+        reference = x[:, :, n_hist - 1:n_hist]
+        out = predicted_residual(out.float(), noisy, sig, reference, prediction)
+        target = x - reference
     else:
         target = noise - x
     err = ((out.float() - target) ** 2) * loss_mask.view(*loss_mask.shape[:1], 1, -1, 1, 1)
@@ -169,7 +172,7 @@ def train(cfg: TrainWMConfig) -> Path:
     pipe.text_encoder.requires_grad_(False)
     pipe.vae.requires_grad_(False)
     if cfg.finetune == "lora":
-        if not cfg.init_from and pipe.config.get("prediction", "velocity") == "residual":
+        if not cfg.init_from and pipe.config.get("prediction", "velocity") in RESIDUAL_PREDICTIONS:
             raise ValueError(f"config field 'finetune': LoRA on a fresh residual world model ('{wm.name}') cannot "
                              "move its zero output layer; train it with finetune=full, or set init_from")
         pipe.transformer.requires_grad_(False)

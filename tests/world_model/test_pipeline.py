@@ -11,7 +11,7 @@ from peft.utils import get_peft_model_state_dict
 
 from world_model.build import build_pipeline, load_preset
 from world_model.latents import decode_latents, encode_video, with_anchor
-from world_model.model import velocity
+from world_model.model import predicted_residual, velocity
 from world_model.pipeline import WorldModelPipeline
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
@@ -60,6 +60,34 @@ def test_a_fresh_residual_model_holds_the_newest_frame(pipe, history):
     through_codec = decode_latents(pipe.vae, encode_video(pipe.vae, newest))
     assert (through_codec - newest).abs().max() > 0.05  # 48 of 192 values per block: the codec loses detail
     torch.testing.assert_close(out, through_codec.expand_as(out), atol=2e-5, rtol=0)
+
+
+def test_a_fresh_gated_residual_model_holds_the_newest_frame(history):
+    cfg = load_preset("tiny")
+    z = cfg.codec["components"]
+    gated = dataclasses.replace(cfg, prediction="gated_residual",
+                                transformer={**cfg.transformer, "out_channels": 2 * z})
+    pipe = build_pipeline(gated, ["pick up the cube"], seed=0)
+    newest = history[:, -1:].float() / 255
+    out = pipe.rollout(history, "pick up the cube", num_frames=4, steps=3, seed=1)
+    torch.testing.assert_close(out, newest.expand_as(out), atol=2e-5, rtol=0)
+    with pytest.raises(ValueError, match=f"out {2 * z} for prediction 'gated_residual'"):
+        build_pipeline(dataclasses.replace(gated, transformer=cfg.transformer), ["pick up the cube"])
+
+
+def test_the_gated_skip_recovers_the_input_at_low_noise_and_vanishes_at_pure_noise():
+    """With the gate open and no residual of its own, the model's clean estimate is the least-squares one from
+    the noisy input: the input itself at sigma 0, the reference at sigma 1."""
+    g = torch.Generator().manual_seed(0)
+    clean, noise, reference = (torch.randn(2, 3, 2, 4, 4, generator=g) for _ in range(3))
+    out = torch.cat([torch.zeros_like(clean), torch.ones_like(clean)], dim=1)  # F = 0, G = 1
+    for sigma, expected in ((0.0, clean), (1.0, reference)):
+        sigmas = torch.full((2, 2), sigma)
+        noisy = (1 - sigma) * clean + sigma * noise
+        residual = predicted_residual(out, noisy, sigmas, reference, "gated_residual")
+        torch.testing.assert_close(reference + residual, expected)
+    with pytest.raises(ValueError, match="has no residual"):
+        predicted_residual(out, clean, torch.zeros(2, 2), reference, "velocity")
 
 
 def test_history_stays_clean_through_sampling(pipe, history, monkeypatch):
