@@ -791,4 +791,5 @@ APP_SCHEMAS: dict[str, type] = {
     "train_judge": TrainJudgeConfig,
     "campaign": CampaignConfig,
     "mpc": MPCConfig,
+    "eval_ros": EvalRosConfig,
 }
