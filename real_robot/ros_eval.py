@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from configs.constants import robotwin_start_seed
 from configs.run_files import atomic_write_json, atomic_write_text, save_resolved_config
-from configs.schema import EvalRosConfig, PlannerConfig, validate
+from configs.schema import EvalRosConfig, validate
 from real_robot.ros_workspace import PACKAGE, build_workspace, installed_params, node_executable, stop_process, \
     workspace_env
 from sim.records import load_records, settings_digest
@@ -50,14 +51,10 @@ RECORD_KEY = ("task", "seed")
 RUN_ONLY_FIELDS = ("asynchronous", "device")
 
 
-def planner_settings(planner: PlannerConfig) -> dict[str, Any]:
-    return dataclasses.asdict(planner)
-
-
 def node_parameters(cfg: EvalRosConfig, results_file: Path) -> dict[str, Any]:
     """The parameters both nodes get on top of the params file (``/**: ros__parameters:``); the task's own
     (name, seeds, step limit, settings digest) are given per task."""
-    planner = planner_settings(cfg.policy.planner)
+    planner = dataclasses.asdict(cfg.policy.planner)
     for name in ("world_model", "idm"):  # the nodes may run from another directory
         planner[name] = str(Path(planner[name]).resolve())
     return {
@@ -79,7 +76,7 @@ def reference_seeds(cfg: EvalRosConfig, path: Path) -> dict[str, list[int]]:
     ref_policy = info.get("policy", {})
     if ref_policy.get("kind") != "planner":
         raise ValueError(f"reference {path}: policy.kind is '{ref_policy.get('kind')}', expected 'planner'")
-    ours = planner_settings(cfg.policy.planner)
+    ours = dataclasses.asdict(cfg.policy.planner)
     for name, value in ours.items():
         if name not in RUN_ONLY_FIELDS and ref_policy["planner"].get(name) != value:
             raise ValueError(f"reference {path}: policy.planner.{name} is {ref_policy['planner'].get(name)!r} there "
@@ -260,11 +257,15 @@ def evaluate_ros(cfg: EvalRosConfig) -> dict[str, Any]:
     records = load_records(results_file, RECORD_KEY)
     episodes = {task: [records[(task, s)] for s in task_seeds] for task, task_seeds in seeds.items()}
     info = {"policy": {"label": "planner (ROS 2)", **OmegaConf.to_container(OmegaConf.structured(cfg.policy))},
-            "per_task": {task: {"per_episode": eps, "aggregated": task_summary(eps)} for task, eps in episodes.items()},
+            "per_task": {task: {"per_episode": eps, "aggregated": task_summary(eps),
+                                # wall seconds per simulated second (1.0: the simulation kept real time)
+                                "median_wall_per_sim_s": float(np.median([e["wall_s"] / e["sim_s"] for e in eps]))}
+                         for task, eps in episodes.items()},
             "overall": task_summary([e for eps in episodes.values() for e in eps])}
     atomic_write_json(out / "eval_info.json", info)
     for task, r in info["per_task"].items():
-        log.info("%s through ROS 2: %d/%d successes", task, r["aggregated"]["successes"], r["aggregated"]["n_episodes"])
+        log.info("%s through ROS 2: %d/%d successes, median %.2f wall s per sim s", task, r["aggregated"]["successes"],
+                 r["aggregated"]["n_episodes"], r["median_wall_per_sim_s"])
     if reference:
         ref = json.loads(reference.read_text())["per_task"]
         rows = compare(episodes, {task: ref[task]["per_episode"] for task in episodes})
