@@ -285,6 +285,7 @@ class WorldModelConfig:
     future_condition: str = "zeros"  # image-to-video condition channels at future frames: zeros|last_history
     prediction: str = "velocity"  # the transformer's output: velocity (Wan) | residual | gated_residual (world_model/model.py)
     hold_detail: bool = False  # PCA PatchCodec: what its span leaves out is held from the newest history frame
+    skip_sigma_data: float = 1.0  # gated_residual: the residual scale its skip gain assumes (small: low noise only)
 
     def __post_init__(self) -> None:
         where = f"world_model ({self.name})"
@@ -293,6 +294,7 @@ class WorldModelConfig:
                f"{dict(self.codec)}")
         _check(self.codec.get("type") in ("patch", "wan_vae"), f"{where}.codec.type",
                f"expected 'patch' or 'wan_vae', got {self.codec.get('type')!r}")
+        _check(self.skip_sigma_data > 0, f"{where}.skip_sigma_data", f"expected > 0, got {self.skip_sigma_data}")
         _check(self.prediction in PREDICTIONS, f"{where}.prediction",
                f"expected one of {PREDICTIONS}, got {self.prediction!r}")
         _check(self.future_condition in FUTURE_CONDITIONS, f"{where}.future_condition",

@@ -87,5 +87,6 @@ def build_pipeline(cfg: WorldModelConfig, instructions: list[str], action_stats:
                               scheduler=make_scheduler("euler", cfg.flow_shift), action_encoder=action_encoder,
                               num_history_frames=cfg.num_history_frames, max_text_length=cfg.max_text_length,
                               image_size=cfg.image_size, fps=cfg.fps, future_condition=cfg.future_condition,
-                              prediction=cfg.prediction, hold_detail=cfg.hold_detail)
+                              prediction=cfg.prediction, hold_detail=cfg.hold_detail,
+                              skip_sigma_data=cfg.skip_sigma_data)
     return pipe

@@ -27,9 +27,12 @@ layer a fresh residual model imagines the newest frame held still, and training 
 motion (the tiny preset, which trains from scratch in minutes). Samplers and GRPO only see velocities.
 
 A ``gated_residual`` model (``out_channels = 2 z``) outputs a residual ``F`` and a gate ``G`` per latent value;
-its residual is ``F + G * c(sigma) * (x_sigma - (1 - sigma) * reference)``, where ``c(sigma) = (1 - sigma) /
-((1 - sigma)^2 + sigma^2)`` is the linear least-squares gain that recovers a unit-variance residual from the
-noisy input (EDM's skip connection, Karras et al. 2022, written for this flow path and reference). A plain
+its residual is ``F + G * c(sigma) * (x_sigma - (1 - sigma) * reference)``, where ``c(sigma) = s_d^2 (1 - sigma) /
+(s_d^2 (1 - sigma)^2 + sigma^2)`` is the linear least-squares gain that recovers a residual of standard deviation
+``s_d`` (``skip_sigma_data``, 1 by default) from the noisy input (EDM's skip connection, Karras et al. 2022,
+written for this flow path and reference). With ``s_d = 1`` the gain is about 1 from sigma 0 to 0.5, and a
+gate that opens there keeps part of the initial noise through the sampler; a small ``s_d`` (0.2: gain 0.94
+at sigma 0.1, 0.08 at 0.5) confines the skip to the last, low-noise steps. A plain
 residual model has to carry the noisy input's exact values through the transformer to use them, and at low
 noise it does not (``eva-eval-wm``'s denoiser diagnostic); here it only decides, per value, how much of them to
 take. Zero-initialised, ``F = G = 0``: a fresh model still holds the newest frame.
@@ -135,15 +138,17 @@ def residual_to_velocity(residual: torch.Tensor, latents: torch.Tensor, frame_si
 
 
 def predicted_residual(out: torch.Tensor, latents: torch.Tensor, frame_sigmas: torch.Tensor, reference: torch.Tensor,
-                       prediction: str) -> torch.Tensor:
-    """The residual (clean latents minus ``reference``) of a ``residual`` or ``gated_residual`` model's output."""
+                       prediction: str, skip_sigma_data: float = 1.0) -> torch.Tensor:
+    """The residual (clean latents minus ``reference``) of a ``residual`` or ``gated_residual`` model's output;
+    ``skip_sigma_data`` is the residual scale the gated skip's gain assumes (module docstring)."""
     if prediction == "residual":
         return out
     if prediction != "gated_residual":
         raise ValueError(f"prediction '{prediction}' has no residual (expected residual or gated_residual)")
     z = out.shape[1] // 2
     sigma = frame_sigmas.view(*frame_sigmas.shape[:1], 1, -1, 1, 1)
-    gain = (1 - sigma) / ((1 - sigma) ** 2 + sigma ** 2)
+    var = skip_sigma_data ** 2
+    gain = var * (1 - sigma) / (var * (1 - sigma) ** 2 + sigma ** 2)
     return out[:, :z] + out[:, z:] * gain * (latents - (1 - sigma) * reference)
 
 

@@ -100,7 +100,8 @@ def flow_loss(pipe: WorldModelPipeline, frames, actions, text_states, keys, cfg:
     prediction = pipe.config.get("prediction", "velocity")
     if prediction in RESIDUAL_PREDICTIONS:  # the clean latents' error (= v error * sigma)
         reference = x[:, :, n_hist - 1:n_hist]
-        out = predicted_residual(out.float(), noisy, sig, reference, prediction)
+        out = predicted_residual(out.float(), noisy, sig, reference, prediction,
+                                 pipe.config.get("skip_sigma_data", 1.0))
         target = x - reference
     else:
         target = noise - x

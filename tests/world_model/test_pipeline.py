@@ -90,6 +90,26 @@ def test_the_gated_skip_recovers_the_input_at_low_noise_and_vanishes_at_pure_noi
         predicted_residual(out, clean, torch.zeros(2, 2), reference, "velocity")
 
 
+@pytest.mark.parametrize("sigma_data", [1.0, 0.2])
+def test_the_skip_gain_is_the_least_squares_gain_for_its_residual_scale(sigma_data):
+    """For residuals of standard deviation ``skip_sigma_data``, the skip's gain is the one regression of the
+    residual on the noisy input (minus the reference's share) fits; a small scale shuts it at mid noise."""
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    residual, noise, reference = sigma_data * torch.randn(n, generator=g), torch.randn(n, generator=g), torch.randn(n, generator=g)
+    out = torch.cat([torch.zeros(1, 1, 1, 1, n), torch.ones(1, 1, 1, 1, n)], dim=1)  # F = 0, G = 1
+    for sigma in (0.1, 0.5, 0.8):
+        noisy = (1 - sigma) * (reference + residual) + sigma * noise
+        u = noisy - (1 - sigma) * reference
+        fitted = float((u * residual).sum() / (u * u).sum())
+        estimate = predicted_residual(out, noisy.view(1, 1, 1, 1, n), torch.full((1, 1), sigma),
+                                      reference.view(1, 1, 1, 1, n), "gated_residual", sigma_data)
+        gain = float((estimate.flatten() / u).mean())
+        assert gain == pytest.approx(fitted, abs=0.01)  # the fit's standard error is about 0.003
+    if sigma_data < 1:
+        assert gain < 0.05  # sigma 0.8: the skip is shut
+
+
 def test_history_stays_clean_through_sampling(pipe, history, monkeypatch):
     """Every denoiser call sees the exact clean history latents at noise level 0."""
     clean = encode_video(pipe.vae, with_anchor(history.float() / 255))
