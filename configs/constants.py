@@ -65,3 +65,6 @@ RESIDUAL_PREDICTIONS = ("residual", "gated_residual")  # zero-initialised output
 
 # Real2Sim (sim/real2sim.py, eva-campaign): fewer policies than this say nothing about a ranking
 MIN_RANKED_POLICIES = 3
+
+# records of sim_robot_node's episode mode (its results_file), read back by eva-eval-ros: one per task and seed
+ROS_EPISODE_KEY = ("task", "seed")

@@ -17,12 +17,12 @@ import random
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from real_robot.ros_env import loopback_env
+from real_robot.ros_eval import log_tail
 from real_robot.ros_workspace import REPO, stop_process, workspace_env
 from tests.ros2.conftest import udp_sockets
 
@@ -152,14 +152,15 @@ def test_planner_against_the_sim_robot_over_loopback(install, checkpoints, embod
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 for name, proc in procs.items():
-                    assert proc.poll() is None, f"{name} exited with {proc.returncode}:\n{log_tail(tmp_path, name)}"
+                    assert proc.poll() is None, (f"{name} exited with {proc.returncode}:\n"
+                                                 + log_tail(tmp_path / f"{name}.log", 40))
                 executor.spin_once(timeout_sec=0.05)
 
         deadline = time.monotonic() + 60  # node start-up: torch, MuJoCo, planner warm-up
         while not (received["left"] and received["right"]) and time.monotonic() < deadline:
             spin_for(0.5)
         assert received["left"] and received["right"], "no commands:\n" + "\n".join(
-            log_tail(tmp_path, n) for n in procs)
+            log_tail(tmp_path / f"{n}.log", 40) for n in procs)
         def moved() -> bool:
             positions = np.stack([m.position for m in received["left"] + received["right"]])
             return np.ptp(positions, axis=0).max() > 1e-4
@@ -211,11 +212,6 @@ def test_planner_against_the_sim_robot_over_loopback(install, checkpoints, embod
         for log in logs.values():
             log.close()
         rclpy.try_shutdown(context=context)
-
-
-def log_tail(tmp_path: Path, name: str, n: int = 40) -> str:
-    lines = (tmp_path / f"{name}.log").read_text().splitlines()
-    return f"--- {name} ---\n" + "\n".join(lines[-n:])
 
 
 def check_commands(received: dict, embodiment) -> None:
