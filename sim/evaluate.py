@@ -9,10 +9,15 @@ Seeds start at 100000 * (1 + eval.seed); with eval.only_expert_solvable (RoboTwi
 counts only if the scripted expert solves it. Writes LeRobot's eval_info.json schema
 (per_episode, aggregated; per_task and overall for several tasks) and an mp4 per episode
 (all, failed only, or none).
+
+Resumable: every finished (or skipped) seed is appended to ``episodes.jsonl`` in the output directory
+with a digest of the settings that decide it (``episode_settings``). Rerunning the same command after a
+kill reuses those records and runs only the rest; a record made with other settings is redone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -28,22 +33,41 @@ from configs.embodiment import Embodiment
 from configs.run_files import atomic_write_json, save_resolved_config
 from configs.schema import EvaluateConfig, validate
 from sim.parallel import make_executor, ordered_seed_search
-from sim.policies import make_policy, policy_label
+from sim.policies import make_policy, policy_label, policy_settings
+from sim.records import RecordLog, settings_digest
 from sim.rollout import TaskCache, expert_solves, run_policy
 from sim.video import write_mp4
 
 log = logging.getLogger(__name__)
 
+EPISODES_FILE = "episodes.jsonl"
+RECORD_KEY = ("task", "seed")
+
 _WORKER: dict = {}
 
 
-def _init_worker(cfg: EvaluateConfig) -> None:
+def episode_settings(cfg: EvaluateConfig, task: str) -> str:
+    """Digest of what decides an episode of ``task`` besides its seed: the policy, the task, embodiment and
+    rendering, the seed and instruction protocol and the video rule. (The code of an ``import`` policy is not
+    in it: rerun into a fresh output directory after changing it.)"""
+    return settings_digest({
+        "policy": policy_settings(cfg.policy), "task": dataclasses.asdict(cfg.tasks[task]),
+        "embodiment": cfg.embodiment, "render": dataclasses.asdict(cfg.render),
+        "only_expert_solvable": cfg.eval.only_expert_solvable,
+        "use_eval_instructions": cfg.eval.use_eval_instructions,
+        "save_video": cfg.eval.save_video, "video_fps": cfg.video_fps})
+
+
+def _init_worker(cfg: EvaluateConfig, done: dict[tuple[str, int], dict[str, Any]]) -> None:
     embodiment = Embodiment.from_dict(cfg.embodiment, source="config 'embodiment'")
     _WORKER.update(cfg=cfg, tasks=TaskCache(cfg.tasks, embodiment, cfg.render), policies={},
-                   fps=embodiment.control_rate_hz)
+                   fps=embodiment.control_rate_hz, done=done)
 
 
 def _evaluate_one(task: str, seed: int) -> dict[str, Any]:
+    """One seed's record: the stored one when an earlier run finished it with the same settings."""
+    if (task, seed) in _WORKER["done"]:
+        return {**_WORKER["done"][(task, seed)], "resumed": True}
     cfg: EvaluateConfig = _WORKER["cfg"]
     cache: TaskCache = _WORKER["tasks"]
     if cfg.eval.only_expert_solvable and not expert_solves(cache.get(task, "train"), seed):
@@ -88,18 +112,26 @@ def aggregate(episodes: list[dict[str, Any]], eval_s: float) -> dict[str, float]
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    records = RecordLog(out / EPISODES_FILE, RECORD_KEY)
+    digests = {task: episode_settings(cfg, task) for task in cfg.tasks}
+    done = {(t, s): {k: v for k, v in r.items() if k != "settings"} for (t, s), r in records.records.items()
+            if t in digests and r.get("settings") == digests[t]}
+    if done:
+        log.info("resuming: %d seeds already evaluated with these settings in %s", len(done), out / EPISODES_FILE)
     n = cfg.eval.episodes_per_task
     bar = tqdm(total=n * len(cfg.tasks), desc=f"eval {policy_label(cfg.policy)}", unit="ep")
     per_task: dict[str, dict[str, Any]] = {}
     all_eps: list[dict[str, Any]] = []
     t_start = time.time()
-    with make_executor(cfg.workers, _init_worker, (cfg,)) as pool:
+    with make_executor(cfg.workers, _init_worker, (cfg, done)) as pool:
         for task in cfg.tasks:
             eps: list[dict[str, Any]] = []
             skipped: list[int] = []
             t0 = time.time()
 
-            def on_result(seed, res, kept, eps=eps, skipped=skipped):
+            def on_result(seed, res, kept, eps=eps, skipped=skipped, task=task):
+                if not res.pop("resumed", False):
+                    records.add({**res, "settings": digests[task]})
                 if kept:
                     res["episode_ix"] = len(eps)
                     eps.append(res)
@@ -119,6 +151,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                     [t for e in eps for t in e.get("plan_timings", [])])
             all_eps.extend(eps)
     bar.close()
+    records.close()
     overall = aggregate(all_eps, time.time() - t_start)
     info = {
         "policy": {"label": policy_label(cfg.policy), **OmegaConf.to_container(OmegaConf.structured(cfg.policy))},

@@ -85,3 +85,23 @@ def test_unknown_import_target_is_refused(tmp_path):
     with pytest.raises(Exception, match="cannot be imported"):
         evaluate(_cfg(tmp_path, "policy=import", "policy.target=tests.sim.bad_policies:Missing",
                       "eval.episodes_per_task=1"))
+
+
+def test_rerun_resumes_from_episode_records(tmp_path):
+    from sim.evaluate import EPISODES_FILE
+
+    first = evaluate(_cfg(tmp_path, "eval.save_video=none"))["per_episode"]
+    records = tmp_path / EPISODES_FILE
+    assert len(records.read_text().splitlines()) == 2
+    with open(records, "a") as f:
+        f.write('{"task": "lift_bar", "seed": 100002, "succ')  # a record torn by a kill
+    # one more episode: the two finished ones are reused as they are (their wall time too), one is run
+    more = evaluate(_cfg(tmp_path, "eval.save_video=none", "eval.episodes_per_task=3"))["per_episode"]
+    assert more[:2] == first
+    assert [e["seed"] for e in more] == [100000, 100001, 100002] and all(e["success"] for e in more)
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    assert [r["seed"] for r in lines] == [100000, 100001, 100002]
+    # other settings (a rendering change) redo every episode
+    other = evaluate(_cfg(tmp_path, "eval.save_video=none", "render.height=48"))["per_episode"]
+    assert [e["eval_s"] for e in other] != [e["eval_s"] for e in first]
+    assert len(records.read_text().splitlines()) == 5
