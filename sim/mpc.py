@@ -248,15 +248,17 @@ def mpc_episode(env, mpc: ChunkMPC, controller: str, policy, seed: int, camera: 
 
 def episode_settings(cfg: MPCConfig, controller: str, task: str) -> str:
     """Digest of what decides an episode: the base policy, the task and rendering and, unless the controller
-    is ``base``, the world model, the cost and the optimiser (not the batch size)."""
+    is ``base``, the world model, the cost and the settings that controller's optimiser reads (not the batch
+    size): ``elites`` and ``min_std`` only for CEM, ``temperature`` only for MPPI."""
     settings: dict[str, Any] = {"controller": controller, "base_policy": policy_settings(cfg.base_policy),
                                 "task": dataclasses.asdict(cfg.tasks[task]), "render": dataclasses.asdict(cfg.render)}
     if controller != "base":
         im = {k: v for k, v in dataclasses.asdict(cfg.imagination).items() if k != "batch_size"}
         settings.update(checkpoint=cfg.checkpoint, cost=cfg.cost, goal=cfg.goal, goal_metric=cfg.goal_metric,
                         judge=cfg.judge if cfg.cost == "judge" else None, candidates=cfg.candidates,
-                        iterations=cfg.iterations, elites=cfg.elites, noise_std=cfg.noise_std, min_std=cfg.min_std,
-                        imagination=im)
+                        iterations=cfg.iterations, noise_std=cfg.noise_std, imagination=im)
+    if controller == "cem":
+        settings.update(elites=cfg.elites, min_std=cfg.min_std)
     if controller == "mppi":
         settings["temperature"] = cfg.temperature
     return settings_digest(settings)

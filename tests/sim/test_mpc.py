@@ -124,3 +124,16 @@ def test_mpc_config_refuses_bad_values(tmp_path):
         mpc_config(tmp_path, "x", "controllers=[cem,mpc_by_hand]")
     with pytest.raises(ValueError, match="base_policy.kind"):
         mpc_config(tmp_path, "x", "base_policy.kind=planner")
+
+
+def test_settings_digest_holds_only_what_each_optimiser_reads(tmp_path):
+    from sim.mpc import episode_settings
+
+    base = mpc_config(tmp_path, "x")
+    changed = {"elites=2": {"cem"}, "min_std=0.02": {"cem"}, "temperature=0.5": {"mppi"},
+               "noise_std=0.05": {"random_shooting", "cem", "mppi"}}
+    for override, readers in changed.items():
+        other = mpc_config(tmp_path, "x", override)
+        differ = {c for c in ("base", "random_shooting", "cem", "mppi")
+                  if episode_settings(other, c, "lift_bar") != episode_settings(base, c, "lift_bar")}
+        assert differ == readers, override
