@@ -202,6 +202,9 @@ class TrainIDMConfig:
     checkpoint_every: int = 500
     val_windows: int = 512  # fixed, seeded validation windows
     seed: int = 0
+    # share of training windows per task (normalised over the tasks present), e.g. {insertion: 2, transfer_cube: 1,
+    # lift_bar: 1}; null: uniform over all frames (a task's share is its share of the frames)
+    task_weights: Optional[dict[str, float]] = None
     ema_decay: float = 0.999  # EMA of the weights (validated and saved as the model); 0 = off
     # "bf16": the convolutional backbone runs under bf16 autocast (keypoints and head stay fp32);
     # about 2.5x faster steps on CPUs with AMX/AVX512-BF16 and on GPUs. "fp32": everything fp32.
@@ -215,6 +218,8 @@ class TrainIDMConfig:
         _check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
         _check(self.max_minutes > 0, "max_minutes", f"must be positive, got {self.max_minutes}")
         _check(self.val_episodes_per_task >= 1, "val_episodes_per_task", f"must be >= 1, got {self.val_episodes_per_task}")
+        bad = {t: w for t, w in (self.task_weights or {}).items() if not w > 0}
+        _check(not bad, "task_weights", f"weights must be positive, got {bad}")
 
 
 @dataclass

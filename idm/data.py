@@ -42,8 +42,14 @@ class IDMWindows:
     def __len__(self) -> int:
         return int(self.lengths.sum())
 
-    def sample_index(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Uniform over all frames of all episodes: (episode ids, centre frames)."""
+    def sample_index(self, rng: np.random.Generator, n: int, episode_weights: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """(episode ids, centre frames): uniform over all frames of all episodes, or, with
+        ``episode_weights`` (one per episode, summing to 1), an episode drawn by weight and a frame
+        uniform within it."""
+        if episode_weights is not None:
+            ep = rng.choice(len(self.lengths), size=n, p=episode_weights)
+            return ep, (rng.random(n) * self.lengths[ep]).astype(np.int64)
         flat = rng.integers(0, len(self), size=n)
         ep = np.searchsorted(np.cumsum(self.lengths), flat, side="right")
         centre = flat - np.concatenate([[0], np.cumsum(self.lengths)[:-1]])[ep]
@@ -58,6 +64,18 @@ class IDMWindows:
             actions.append(self.actions[ep][c])
         return (torch.from_numpy(np.stack(frames)).float().div_(255.0),
                 torch.from_numpy(np.stack(actions)).float())
+
+
+def task_episode_weights(lengths: list[int], tasks: list[str], task_weights: dict[str, float]) -> np.ndarray:
+    """Sampling weights of episodes (``lengths`` frames, ``tasks`` their task names) that give each task its
+    share of ``task_weights``, a task's frames staying equally likely among themselves."""
+    missing = sorted(set(tasks) - set(task_weights))
+    if missing:
+        raise ValueError(f"task_weights: no weight for task(s) {missing} of the training set; given {task_weights}")
+    frames = {t: sum(n for n, u in zip(lengths, tasks) if u == t) for t in set(tasks)}
+    total = sum(task_weights[t] for t in frames)
+    w = np.array([task_weights[t] / total * n / frames[t] for n, t in zip(lengths, tasks)])
+    return w / w.sum()
 
 
 def split_episodes(ds: LeRobotDataset, val_per_task: int) -> tuple[list[int], list[int]]:

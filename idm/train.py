@@ -31,7 +31,7 @@ from configs.constants import ACTION_KEY, image_key
 from configs.embodiment import Embodiment
 from configs.run_files import replace_dir, save_resolved_config
 from configs.schema import TrainIDMConfig, validate
-from idm.data import IDMWindows, split_episodes
+from idm.data import IDMWindows, split_episodes, task_episode_weights
 from idm.model import WEIGHTS_NAME, InverseDynamicsModel
 from sim.dataset import LeRobotDataset
 
@@ -80,6 +80,11 @@ def train(cfg: TrainIDMConfig) -> Path:
     ds = LeRobotDataset(cfg.dataset_root, expected_embodiment=embodiment.name,
                         expected_fps=int(embodiment.control_rate_hz))
     train_eps, val_eps = split_episodes(ds, cfg.val_episodes_per_task)
+    episode_weights = None
+    if cfg.task_weights:  # checked before the (slow) loading
+        meta = {e["episode_index"]: e for e in ds.episodes}
+        episode_weights = task_episode_weights([meta[e]["length"] for e in train_eps],
+                                               [meta[e].get("eva/task", "?") for e in train_eps], dict(cfg.task_weights))
     m = cfg.idm
     image_size = tuple(m.image_size)
     train_w = IDMWindows(ds, train_eps, m.cameras, m.fps, m.context_k, image_size)
@@ -130,7 +135,7 @@ def train(cfg: TrainIDMConfig) -> Path:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        frames, actions = train_w.batch(*train_w.sample_index(rng, cfg.batch_size))
+        frames, actions = train_w.batch(*train_w.sample_index(rng, cfg.batch_size, episode_weights))
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             loss = F.mse_loss(model(frames), model.normalize_action(actions))
         optimizer.zero_grad(set_to_none=True)

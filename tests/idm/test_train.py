@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 import configs
 from configs.schema import EvalIDMConfig, TrainIDMConfig, validate
-from idm.data import IDMWindows, split_episodes
+from idm.data import IDMWindows, split_episodes, task_episode_weights
 from idm.evaluate import evaluate_idm
 from idm.model import InverseDynamicsModel
 from idm.train import train
@@ -95,3 +95,19 @@ def test_eval_idm_reports_and_replays(lift_dataset, tmp_path):
     assert 0.0 <= r["replay_success_decoded_arms"] <= 1.0
     assert (tmp_path / "eval" / "trajectories_lift_bar_0.png").stat().st_size > 10_000
     assert "lift_bar" in (tmp_path / "eval" / "idm_eval.md").read_text()
+
+
+def test_task_weights_set_each_tasks_share_of_windows(tmp_path):
+    lengths, tasks = [10, 30, 20], ["insertion", "insertion", "lift_bar"]
+    w = task_episode_weights(lengths, tasks, {"insertion": 1.0, "lift_bar": 3.0, "transfer_cube": 5.0})
+    # insertion gets 1/4 (its episodes by their frames), lift_bar 3/4; an absent task takes no share
+    np.testing.assert_allclose(w, [0.25 * 10 / 40, 0.25 * 30 / 40, 0.75])
+    windows = object.__new__(IDMWindows)
+    windows.lengths = np.array(lengths)
+    ep, centre = windows.sample_index(np.random.default_rng(0), 20000, w)
+    np.testing.assert_allclose(np.bincount(ep, minlength=3) / len(ep), w, atol=0.01)
+    assert (centre >= 0).all() and (centre < windows.lengths[ep]).all()
+    with pytest.raises(ValueError, match=r"no weight for task\(s\) \['lift_bar'\]"):
+        task_episode_weights(lengths, tasks, {"insertion": 1.0})
+    with pytest.raises(ValueError, match="task_weights"):
+        validate(configs.compose("train_idm", [f"run_dir={tmp_path}", "task_weights={insertion: 0}"]), TrainIDMConfig)
