@@ -48,8 +48,9 @@ _WORKER: dict = {}
 
 def episode_settings(cfg: EvaluateConfig, task: str) -> str:
     """Digest of what decides an episode of ``task`` besides its seed: the policy, the task, embodiment and
-    rendering, the seed and instruction protocol and the video rule. (The code of an ``import`` policy is not
-    in it: rerun into a fresh output directory after changing it.)"""
+    rendering, the seed and instruction protocol and the video rule. Checkpoints count by their path, and the
+    code of an ``import`` policy is not in it: after retraining in place or changing that code, evaluate into a
+    fresh output directory."""
     return settings_digest({
         "policy": policy_settings(cfg.policy), "task": dataclasses.asdict(cfg.tasks[task]),
         "embodiment": cfg.embodiment, "render": dataclasses.asdict(cfg.render),
