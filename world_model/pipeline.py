@@ -197,7 +197,7 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
     @torch.no_grad()
     def rollout(self, history, instruction: str | list[str], actions=None, *, num_frames: int = 8,
                 steps: int = 20, seed: int | list[int] = 0, sampler: str = "euler", flow_shift: float = 3.0,
-                progress: bool = False) -> torch.Tensor:
+                noise_scale: float = 1.0, progress: bool = False) -> torch.Tensor:
         """Imagine ``num_frames`` future frames.
 
         history: (B, H, 3, h, w) uint8 or float in [0, 1], the last H camera frames, oldest first.
@@ -206,17 +206,23 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             (action-conditioned simulation); None for the visual planner.
         seed: one seed (sample i uses seed + i) or one per sample; a sample's result does not depend on
             the rest of the batch.
+        noise_scale: the initial noise's scale (a sampling temperature; 1 samples the learned distribution,
+            smaller values pull samples towards its high-density region).
         Returns (B, num_frames, 3, h, w) float in [0, 1].
         """
         inputs = self.prepare(history, instruction, actions, num_frames=num_frames, seed=seed)
-        return self.denoise(inputs, steps=steps, sampler=sampler, flow_shift=flow_shift, progress=progress)
+        return self.denoise(inputs, steps=steps, sampler=sampler, flow_shift=flow_shift, noise_scale=noise_scale,
+                            progress=progress)
 
     @torch.no_grad()
     def denoise(self, inputs: RolloutInputs, *, steps: int = 20, sampler: str = "euler", flow_shift: float = 3.0,
-                progress: bool = False) -> torch.Tensor:
-        """The sampling loop of prepared inputs -> (B, num_frames, 3, h, w) float in [0, 1]."""
+                noise_scale: float = 1.0, progress: bool = False) -> torch.Tensor:
+        """The sampling loop of prepared inputs -> (B, num_frames, 3, h, w) float in [0, 1]; ``noise_scale``
+        multiplies the initial noise (``rollout``)."""
+        if not noise_scale >= 0:
+            raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
         hist = inputs.hist_latents
-        latents = torch.cat([hist, inputs.noise], dim=2)
+        latents = torch.cat([hist, inputs.noise * noise_scale], dim=2)
         scheduler = make_scheduler(sampler, flow_shift)
         scheduler.set_timesteps(steps, device=latents.device)
         for i, t in enumerate(self.progress_bar(scheduler.timesteps) if progress else scheduler.timesteps):

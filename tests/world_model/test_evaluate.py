@@ -90,6 +90,13 @@ def test_imagined_episodes_need_an_idm():
         validate(configs.compose("eval_wm", ["episodes_per_task=2"]), EvalWMConfig)
 
 
+def test_negative_noise_scale_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="'noise_scale'.*-0.1"):
+        validate(configs.compose("eval_wm", ["noise_scale=-0.1"]), EvalWMConfig)
+
+
 def test_paired_difference_signs_and_errors():
     model = {"psnr": [21.0, 25.0, 23.0], "ssim": [0.8, 0.9, 0.7], "lpips": [0.10, 0.05, 0.20]}
     base = {"psnr": [20.0, 26.0, 21.0], "ssim": [0.8, 0.8, 0.8], "lpips": [0.12, 0.06, 0.10]}

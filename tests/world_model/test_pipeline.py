@@ -171,3 +171,17 @@ def test_lora_weights_round_trip_through_diffusers_loader(history, tmp_path):
     expected = src.rollout(history[:1], "pick up the cube", num_frames=4, steps=2, seed=0)
     assert not torch.equal(before, after)
     assert torch.allclose(after, expected, atol=1e-5)
+
+
+def test_noise_scale_is_a_sampling_temperature(history):
+    pipe = build_pipeline(velocity_preset(), ["pick up the cube"], seed=0)
+
+    def run(seed, **kw):
+        return pipe.rollout(history[:1], "pick up the cube", num_frames=4, steps=3, seed=seed, **kw)
+
+    assert torch.equal(run(1, noise_scale=1.0), run(1))  # 1 is the plain sampler
+    assert torch.equal(run(1, noise_scale=0.0), run(2, noise_scale=0.0))  # no noise: the seed no longer matters
+    spread = (run(1) - run(2)).abs().mean()
+    assert 0 < (run(1, noise_scale=0.3) - run(2, noise_scale=0.3)).abs().mean() < spread
+    with pytest.raises(ValueError, match="noise_scale must be >= 0"):
+        run(1, noise_scale=-0.5)
