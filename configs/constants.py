@@ -66,5 +66,7 @@ RESIDUAL_PREDICTIONS = ("residual", "gated_residual")  # zero-initialised output
 # Real2Sim (sim/real2sim.py, eva-campaign): fewer policies than this say nothing about a ranking
 MIN_RANKED_POLICIES = 3
 
-# records of sim_robot_node's episode mode (its results_file), read back by eva-eval-ros: one per task and seed
-ROS_EPISODE_KEY = ("task", "seed")
+# append-only episode records (sim.records) of eva-eval, eva-campaign, eva-mpc and eva-eval-ros, in the output
+# directory; the records of one policy (eva-eval, sim_robot_node's results_file) are keyed by task and seed
+EPISODES_FILE = "episodes.jsonl"
+EPISODE_KEY = ("task", "seed")

@@ -35,7 +35,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from configs.constants import ROS_EPISODE_KEY, robotwin_start_seed
+from configs.constants import EPISODE_KEY, EPISODES_FILE, robotwin_start_seed
 from configs.run_files import atomic_write_json, atomic_write_text, save_resolved_config
 from configs.schema import EvalRosConfig, validate
 from real_robot.ros_workspace import PACKAGE, build_workspace, installed_params, node_executable, stop_process, \
@@ -45,7 +45,6 @@ from sim.stats import wilson_interval
 
 log = logging.getLogger(__name__)
 
-EPISODES_FILE = "episodes.jsonl"
 # planner settings that may differ from the in-process reference: how it runs, not what it computes
 RUN_ONLY_FIELDS = ("asynchronous", "device")
 
@@ -112,7 +111,7 @@ def run_task(cfg: EvalRosConfig, install: Path, base_params: Path, params: Path,
              results_file: Path, settings: str, bar: tqdm) -> None:
     """Both nodes for one task until the sim node has run every seed (it exits 0 after the last)."""
     def done() -> int:
-        return sum(r.get("settings") == settings for (t, s), r in load_records(results_file, ROS_EPISODE_KEY).items()
+        return sum(r.get("settings") == settings for (t, s), r in load_records(results_file, EPISODE_KEY).items()
                    if t == task and s in seeds)
 
     if done() == len(seeds):
@@ -253,7 +252,7 @@ def evaluate_ros(cfg: EvalRosConfig) -> dict[str, Any]:
         run_task(cfg, install, base_params, params, task, task_seeds, results_file, settings, bar)
     bar.close()
 
-    records = load_records(results_file, ROS_EPISODE_KEY)
+    records = load_records(results_file, EPISODE_KEY)
     episodes = {task: [records[(task, s)] for s in task_seeds] for task, task_seeds in seeds.items()}
     info = {"policy": {"label": "planner (ROS 2)", **OmegaConf.to_container(OmegaConf.structured(cfg.policy))},
             "per_task": {task: {"per_episode": eps, "aggregated": task_summary(eps),

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from configs.constants import ACTION_DIM, robotwin_start_seed  # noqa: E402
+from configs.constants import ACTION_DIM, EPISODES_FILE, robotwin_start_seed  # noqa: E402
 from configs.embodiment import Embodiment  # noqa: E402
 from configs.run_files import atomic_write_json, atomic_write_text, save_resolved_config  # noqa: E402
 from configs.schema import CampaignConfig, validate  # noqa: E402
@@ -53,7 +53,6 @@ from sim.video import write_mp4  # noqa: E402
 log = logging.getLogger(__name__)
 
 MUJOCO = "mujoco"
-EPISODES_FILE = "episodes.jsonl"
 RECORD_KEY = ("evaluator", "policy", "task", "seed")
 INSTRUCTION_SPLIT = "eval"  # held-out instructions, as eva-eval
 _WORKER: dict = {}

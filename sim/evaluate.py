@@ -28,7 +28,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from configs.constants import robotwin_start_seed
+from configs.constants import EPISODE_KEY, EPISODES_FILE, robotwin_start_seed
 from configs.embodiment import Embodiment
 from configs.run_files import atomic_write_json, save_resolved_config
 from configs.schema import EvaluateConfig, validate
@@ -39,9 +39,6 @@ from sim.rollout import TaskCache, expert_solves, run_policy
 from sim.video import write_mp4
 
 log = logging.getLogger(__name__)
-
-EPISODES_FILE = "episodes.jsonl"
-RECORD_KEY = ("task", "seed")
 
 _WORKER: dict = {}
 
@@ -113,7 +110,7 @@ def aggregate(episodes: list[dict[str, Any]], eval_s: float) -> dict[str, float]
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    records = RecordLog(out / EPISODES_FILE, RECORD_KEY)
+    records = RecordLog(out / EPISODES_FILE, EPISODE_KEY)
     digests = {task: episode_settings(cfg, task) for task in cfg.tasks}
     done = {(t, s): {k: v for k, v in r.items() if k != "settings"} for (t, s), r in records.records.items()
             if t in digests and r.get("settings") == digests[t]}

@@ -47,7 +47,7 @@ import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from configs.constants import ACTION_DIM, GRIPPER_INDICES, robotwin_start_seed  # noqa: E402
+from configs.constants import ACTION_DIM, EPISODES_FILE, GRIPPER_INDICES, robotwin_start_seed  # noqa: E402
 from configs.embodiment import Embodiment  # noqa: E402
 from configs.run_files import atomic_write_json, atomic_write_text, save_resolved_config  # noqa: E402
 from configs.schema import MPCConfig, validate  # noqa: E402
@@ -59,7 +59,6 @@ from sim.stats import wilson_interval  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-EPISODES_FILE = "episodes.jsonl"
 RECORD_KEY = ("controller", "task", "seed")
 
 

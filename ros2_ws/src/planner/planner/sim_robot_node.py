@@ -48,7 +48,7 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Bool, String  # noqa: E402
 
 import configs  # noqa: E402
-from configs.constants import ARMS, ROS_EPISODE_KEY  # noqa: E402
+from configs.constants import ARMS, EPISODE_KEY  # noqa: E402
 from configs.embodiment import load_embodiment  # noqa: E402
 from configs.schema import RenderConfig  # noqa: E402
 from planner.conversions import (ARM_SLICES, EPISODE_QOS, SENSOR_QOS, InvalidMessage,  # noqa: E402
@@ -90,7 +90,7 @@ class SimRobotNode(Node):
         if seeds:
             if not results_file:
                 raise ValueError("task_seeds needs results_file (where each episode's outcome is appended)")
-            self.records = RecordLog(Path(results_file), ROS_EPISODE_KEY)
+            self.records = RecordLog(Path(results_file), EPISODE_KEY)
             self.pending = [s for s in seeds if not self.records.done(self.task, s, settings=self.settings)]
             if len(self.pending) < len(seeds):
                 self.get_logger().info(f"{len(seeds) - len(self.pending)} of {len(seeds)} seeds already in "
