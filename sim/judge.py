@@ -69,8 +69,7 @@ class SuccessJudge(ModelMixin, ConfigMixin):
 
     def forward(self, frames: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         """frames (B, 3, H, W) in [0, 1], task ids (B,) -> success logits (B,)."""
-        x = (frames - self.image_mean.view(1, 3, 1, 1)) / self.image_std.view(1, 3, 1, 1)
-        maps = self.backbone(x)
+        maps = self.backbone(frames, self.image_mean, self.image_std)
         features = torch.cat([self.spatial_softmax(maps), maps.mean(dim=(2, 3))], dim=-1)
         logits = self.head(features)
         return logits.gather(1, task_ids.view(-1, 1)).squeeze(1)

@@ -39,6 +39,21 @@ def test_forward_shape_and_normalisation_buffers():
     torch.testing.assert_close(m.unnormalize_action(m.normalize_action(a)), a)
 
 
+def test_image_normalisation_folded_into_the_stem_equals_normalising_the_frames():
+    """The backbone folds (frames - mean) / std into its stem; the same weights applied to explicitly
+    normalised frames must give the same keypoint maps, for each colour channel's own statistics."""
+    torch.manual_seed(0)
+    backbone = tiny_model(context_k=1).backbones[0]
+    mean, std = torch.tensor([0.3, 0.5, 0.7]), torch.tensor([0.1, 0.2, 0.4])
+    frames = torch.rand(4, 3 * 3, 32, 32)  # 2k+1 = 3 frames stacked on channels, colours fastest
+    normalised = (frames - mean.repeat(3).view(1, -1, 1, 1)) / std.repeat(3).view(1, -1, 1, 1)
+    reference = torch.nn.functional.silu(backbone.stem_norm(backbone.stem(normalised)))
+    for block in backbone.blocks:
+        reference = block(reference)
+    reference = backbone.to_keypoints(reference)
+    torch.testing.assert_close(backbone(frames, mean, std), reference, rtol=1e-5, atol=1e-5)
+
+
 def test_save_load_round_trip_identical(tmp_path):
     torch.manual_seed(0)
     m = tiny_model(cameras=("cam_high", "cam_left_wrist")).eval()
