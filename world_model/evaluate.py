@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 METHODS = WM_EVAL_METHODS
 MODES = ("planner", "simulator")
 METRICS = ("psnr", "ssim", "lpips", "repetition")
+PAIRED_METRICS = ("psnr", "ssim", "lpips")  # per-frame scores, compared window by window
 # executability of IDM-decoded planner rollouts (rl_post_train.rewards.ExecutabilityReward.penalty)
 EXEC_METRICS = ("reward", "penalty", "jerk", "acc_smooth", "vel_violation_frac", "acc_violation_frac", "mean_speed")
 
@@ -117,12 +118,12 @@ def denoiser_summary(sums: dict[tuple[str, float], np.ndarray]) -> dict[str, lis
 
 
 def frame_metrics(pred: torch.Tensor, truth: torch.Tensor, lp) -> dict[str, np.ndarray]:
-    """Per-window means over frames: (B,) arrays."""
+    """PSNR, SSIM and LPIPS of every predicted frame, (B, T) arrays; repetition rate per window, (B,)."""
     flat_p, flat_t = pred.flatten(0, 1), truth.flatten(0, 1)
     b, t = pred.shape[:2]
     with torch.no_grad():
         per_frame = {"psnr": psnr(flat_p, flat_t), "ssim": ssim(flat_p, flat_t), "lpips": lp(flat_p, flat_t)}
-    out = {k: v.view(b, t).mean(1).numpy() for k, v in per_frame.items()}
+    out = {k: v.view(b, t).numpy() for k, v in per_frame.items()}
     out["repetition"] = repetition_rate(pred, tol=1.0 / 255).numpy()
     return out
 
@@ -136,7 +137,8 @@ def paired_difference(model: dict[str, list], baseline: dict[str, list]) -> dict
     """Per metric, the model's score minus the baseline's on the same windows (mean and standard error of the
     paired differences, far tighter than the two means' errors) and the fraction of windows the model wins."""
     out = {}
-    for k, sign in (("psnr", 1), ("ssim", 1), ("lpips", -1)):
+    for k in PAIRED_METRICS:
+        sign = -1 if k == "lpips" else 1
         d = np.asarray(model[k], dtype=np.float64) - np.asarray(baseline[k], dtype=np.float64)
         out[k] = {**mean_sem(d), "model_better": float((sign * d > 0).mean())}
     return out
@@ -224,7 +226,8 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
         exe = ExecutabilityReward(cfg.reward, embodiment, calibration)
 
     methods = [m for m in METHODS if m in cfg.methods]
-    scores = {m: {k: {s: [] for s in METRICS} for k in methods} for m in MODES}
+    scores = {m: {k: {s: [] for s in METRICS} for k in methods} for m in MODES}  # per window, frame means
+    per_frame = {m: {k: {s: [] for s in PAIRED_METRICS} for k in methods} for m in MODES}  # (T,) rows per window
     exec_scores = {k: {s: [] for s in EXEC_METRICS} for k in (*methods, "ground_truth")}
     grids = []
     denoiser_sums: dict[tuple[str, float], np.ndarray] = {}
@@ -251,7 +254,9 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
                         denoiser_sums[key] = denoiser_sums.get(key, 0) + value
             for name, pred in preds.items():
                 for k, v in frame_metrics(pred, truth, lp).items():
-                    scores[mode][name][k].extend(v.tolist())
+                    scores[mode][name][k].extend((v.mean(1) if v.ndim == 2 else v).tolist())
+                    if k in PAIRED_METRICS:
+                        per_frame[mode][name][k].extend(v.tolist())
             if mode == "planner" and exe is not None:
                 for name, pred in {**preds, "ground_truth": truth}.items():
                     for k, v in executability(exe, idm, history, pred, pipe.config.fps).items():
@@ -270,6 +275,10 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
     if {"model", "repeat_last"} <= set(methods):
         summary["model_vs_repeat_last"] = {mode: paired_difference(scores[mode]["model"], scores[mode]["repeat_last"])
                                            for mode in MODES}
+        summary["model_vs_repeat_last_per_frame"] = {
+            mode: [paired_difference(*({k: np.asarray(v)[:, j] for k, v in per_frame[mode][name].items()}
+                                       for name in ("model", "repeat_last")))
+                   for j in range(cfg.num_future_frames)] for mode in MODES}
     if exe is not None:
         summary["executability"] = {name: {k: mean_sem(v) for k, v in s.items() if v} for name, s in exec_scores.items()}
         summary["executability_calibrated"] = exe.calibration is not None
@@ -302,6 +311,15 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {mode} | " + " | ".join(f"{d[k]['mean']:+.3g} +- {d[k]['sem']:.2g} ({d[k]['model_better']:.0%})"
                                                     for k in ("psnr", "ssim", "lpips")) + " |")
         lines.append("")
+    if "model_vs_repeat_last_per_frame" in summary:
+        lines += ["**the same, per predicted frame** (1 = the frame after the history; PSNR in dB, LPIPS)", "",
+                  "| mode | " + " | ".join(f"frame {j + 1}" for j in range(summary["future_frames"])) + " |",
+                  "|---" * (summary["future_frames"] + 1) + "|"]
+        for mode, rows in summary["model_vs_repeat_last_per_frame"].items():
+            for k in ("psnr", "lpips"):
+                lines.append(f"| {mode}, {k.upper()} | " + " | ".join(
+                    f"{r[k]['mean']:+.3g} +- {r[k]['sem']:.2g} ({r[k]['model_better']:.0%})" for r in rows) + " |")
+        lines.append("")
     lines += ["**where the denoiser fails**: clean-latent mean squared error of one model call on the true future "
               "noised to sigma, at static and moving latent positions, against copying the newest frame (exact on "
               "static ones)", "", "| mode | sigma | static | moving | copy, moving | static share |", "|---|---|---|---|---|---|"]
@@ -330,7 +348,7 @@ def markdown(summary: dict) -> str:
 
 
 def plot(summary: dict, path: Path) -> None:
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+    fig, axes = plt.subplots(1, 5, figsize=(20, 3.5))
     for ax, metric in zip(axes[:3], ("psnr", "ssim", "lpips")):
         for j, mode in enumerate(MODES):
             methods = summary["modes"][mode]
@@ -350,6 +368,15 @@ def plot(summary: dict, path: Path) -> None:
     ax.set_xlabel("noise level sigma")
     ax.set_yscale("log")
     ax.set_title("denoiser clean-latent MSE")
+    ax.legend(fontsize=7)
+    ax = axes[4]
+    for mode, rows in summary.get("model_vs_repeat_last_per_frame", {}).items():
+        frames = np.arange(1, len(rows) + 1)
+        ax.errorbar(frames, [r["psnr"]["mean"] for r in rows], [r["psnr"]["sem"] for r in rows], marker="o",
+                    capsize=3, label=mode)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel("predicted frame")
+    ax.set_title("PSNR, model minus repeat-last (dB)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -33,6 +33,11 @@ def test_evaluation_scores_every_method_in_both_modes(lift_dataset, tmp_path):
         assert 0 < repeat["lpips"]["mean"] < 1 and repeat["psnr"]["mean"] > 10
         paired = summary["model_vs_repeat_last"][mode]["psnr"]  # the mean of differences = the difference of means
         assert paired["mean"] == pytest.approx(summary["modes"][mode]["model"]["psnr"]["mean"] - repeat["psnr"]["mean"])
+        per_frame = summary["model_vs_repeat_last_per_frame"][mode]  # one row per predicted frame, averaging
+        assert len(per_frame) == 4  # to the window-level paired difference
+        for k in ("psnr", "lpips"):
+            assert np.mean([r[k]["mean"] for r in per_frame]) == pytest.approx(
+                summary["model_vs_repeat_last"][mode][k]["mean"], rel=1e-4, abs=1e-6)  # float32 frame means
     for mode in MODES:  # the denoiser diagnostic: one row per noise level, copying's error on moving positions > 0
         rows = summary["denoiser"][mode]
         assert [r["sigma"] for r in rows] == sorted(cfg.diagnostic_sigmas)
