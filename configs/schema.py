@@ -578,6 +578,7 @@ class PlannerConfig:
     steps: int = 10  # denoising steps per plan
     sampler: str = "euler"
     flow_shift: float = 3.0
+    noise_scale: float = 1.0  # initial noise scale of the rollouts (a sampling temperature; 1 = the trained prior)
     replan_every: int = 0  # control steps executed before replanning; 0 = the whole imagined chunk (EVA)
     seed: int = 0  # plan i of an episode uses seed + i
     device: str = "cpu"  # torch device of both models, e.g. cuda:0
@@ -593,6 +594,7 @@ class PlannerConfig:
         for name in ("num_future_frames", "steps"):
             _check(getattr(self, name) > 0, f"planner.{name}", f"must be positive, got {getattr(self, name)}")
         _check(self.flow_shift > 0, "planner.flow_shift", f"must be positive, got {self.flow_shift}")
+        _check(self.noise_scale >= 0, "planner.noise_scale", f"must be >= 0, got {self.noise_scale}")
         _check(self.replan_every >= 0, "planner.replan_every", f"must be >= 0, got {self.replan_every}")
         _check(self.device == "cpu" or self.device.startswith("cuda"), "planner.device",
                f"expected 'cpu' or 'cuda[:N]', got '{self.device}'")
@@ -666,6 +668,7 @@ class ImaginationConfig:
     steps: int = 10
     sampler: str = "euler"
     flow_shift: float = 3.0
+    noise_scale: float = 1.0  # initial noise scale of the rollouts (a sampling temperature; 1 = the trained prior)
     batch_size: int = 16  # episodes imagined together
     device: str = "cpu"
 
@@ -674,6 +677,7 @@ class ImaginationConfig:
                "imagination.chunk_frames/steps/batch_size", "must be positive")
         _check(self.sampler in ("euler", "unipc"), "imagination.sampler", f"must be 'euler' or 'unipc', got '{self.sampler}'")
         _check(self.flow_shift > 0, "imagination.flow_shift", f"must be positive, got {self.flow_shift}")
+        _check(self.noise_scale >= 0, "imagination.noise_scale", f"must be >= 0, got {self.noise_scale}")
 
 
 @dataclass

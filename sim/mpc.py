@@ -104,7 +104,8 @@ class ChunkMPC:
         inputs = self.pipe.prepare_candidates(hist, instruction, torch.from_numpy(cond).to(device),
                                               num_frames=self.frames, seed=seed)
         im = self.cfg.imagination
-        return self.pipe.denoise(inputs, steps=im.steps, sampler=im.sampler, flow_shift=im.flow_shift).float()
+        return self.pipe.denoise(inputs, steps=im.steps, sampler=im.sampler, flow_shift=im.flow_shift,
+                                 noise_scale=im.noise_scale).float()
 
     @torch.no_grad()
     def cost(self, frames: torch.Tensor, task: str, goal: np.ndarray | None) -> np.ndarray:

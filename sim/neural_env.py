@@ -88,7 +88,7 @@ class NeuralSimulator:
         frames = self.pipe.rollout(self.history.to(device), self.instructions, torch.from_numpy(cond).to(device),
                                    num_frames=self.cfg.chunk_frames, steps=self.cfg.steps,
                                    seed=[s + 1000 * self.chunks for s in self.seeds], sampler=self.cfg.sampler,
-                                   flow_shift=self.cfg.flow_shift).float().cpu()
+                                   flow_shift=self.cfg.flow_shift, noise_scale=self.cfg.noise_scale).float().cpu()
         self.chunks += 1
         self.history = torch.cat([self.history, frames], dim=1)[:, -self.num_history:]
         self.history_actions = cond[:, -self.num_history:]  # the newest H frames' actions, as conditioned

@@ -134,6 +134,10 @@ def test_plans_are_deterministic_for_a_seed(checkpoints, embodiment):
     assert not np.array_equal(a0, a1)
     c0, _ = first_plans(make_planner(checkpoints, embodiment, seed=5))
     assert not np.array_equal(a0, c0)
+    # noise_scale reaches the sampler: at 0 the initial noise, the only thing a seed decides, is gone
+    z0, z1 = first_plans(make_planner(checkpoints, embodiment, noise_scale=0.0))
+    np.testing.assert_allclose(z0, z1, atol=1e-6)
+    assert not np.allclose(a0, z0, atol=1e-6)
 
 
 @pytest.mark.parametrize("replan_every,plans", [(0, 3), (7, 7)])
