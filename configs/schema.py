@@ -172,6 +172,9 @@ class IDMModelConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     num_keypoints: int = 64
     mlp_hidden: int = 512
+    # stem patch size per camera (keypoint maps at image_size / p); null = 4 for every camera. 8 for a wrist
+    # camera costs about a third of 4 there
+    patch_sizes: Optional[list[int]] = None
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.cameras if c not in CAMERAS]
@@ -182,6 +185,11 @@ class IDMModelConfig:
         _check(self.fps > 0, "idm.fps", f"must be positive, got {self.fps}")
         _check(len(self.channels) >= 2 and min(self.channels) > 0, "idm.channels", f"need >= 2 widths, got {list(self.channels)}")
         _check(self.num_keypoints > 0 and self.mlp_hidden > 0, "idm.num_keypoints/mlp_hidden", "must be positive")
+        if self.patch_sizes is not None:
+            _check(len(self.patch_sizes) == len(self.cameras) and all(
+                p >= 1 and self.image_size[0] % p == 0 and self.image_size[1] % p == 0 for p in self.patch_sizes),
+                "idm.patch_sizes", f"expected one patch size per camera {list(self.cameras)}, each dividing "
+                f"image_size {list(self.image_size)}, got {list(self.patch_sizes)}")
 
 
 @dataclass

@@ -96,7 +96,8 @@ def train(cfg: TrainIDMConfig) -> Path:
     model = InverseDynamicsModel(cameras=tuple(m.cameras), context_k=m.context_k, image_size=image_size, fps=m.fps,
                                  channels=tuple(m.channels), num_keypoints=m.num_keypoints, mlp_hidden=m.mlp_hidden,
                                  action_dim=len(embodiment.joint_names), embodiment=embodiment.name,
-                                 joint_names=tuple(embodiment.joint_names))
+                                 joint_names=tuple(embodiment.joint_names),
+                                 patch_sizes=tuple(m.patch_sizes) if m.patch_sizes else None)
     stats = json.loads((ds.root / "meta" / "stats.json").read_text())
     image_stats = [stats[image_key(c)] for c in m.cameras]
     model.set_normalization(

@@ -45,7 +45,7 @@ class SuccessJudge(ModelMixin, ConfigMixin):
         if not tasks:
             raise ValueError("a judge needs at least one task")
         self.backbone = Backbone(3, tuple(channels), num_keypoints)
-        self.spatial_softmax = SpatialSoftmax(image_size[0] // PATCH, image_size[1] // PATCH)
+        self.spatial_softmax = SpatialSoftmax()
         self.head = nn.Sequential(
             nn.Linear(3 * num_keypoints, hidden),
             nn.SiLU(),

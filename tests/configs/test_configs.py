@@ -151,6 +151,9 @@ def test_embodiment_yaml_composes_into_primary_config(name):
         ("evaluate", "policy.kind=oracle", "policy.kind"),
         ("evaluate", ["policy=noisy_expert", "policy.noise_correlation=1.0"], "policy.noise_correlation"),
         ("evaluate", ["policy=noisy_expert", "policy.noise_level=-0.1"], "policy.noise_level"),
+        ("train_idm", "idm.patch_sizes=[4,8]", "idm.patch_sizes"),  # one camera, two patch sizes
+        ("train_idm", "idm.patch_sizes=[6]", "idm.patch_sizes"),  # 128 is not divisible by 6
+        ("evaluate", ["policy=planner", "policy.planner.noise_scale=-1"], "planner.noise_scale"),
     ],
 )
 def test_bad_value_names_the_field(name, override, field):

@@ -19,7 +19,7 @@ def tiny_model(**kw) -> InverseDynamicsModel:
 @pytest.mark.parametrize("row,col", [(0, 0), (3, 7), (9, 2), (9, 9)])
 def test_spatial_softmax_finds_a_peak(row, col):
     h, w = 10, 10
-    ss = SpatialSoftmax(h, w)
+    ss = SpatialSoftmax()
     feats = torch.full((1, 2, h, w), -50.0)
     feats[0, 0, row, col] = 50.0  # sharp peak in channel 0
     feats[0, 1] = 0.0  # flat channel 1: expectation at the centre
@@ -52,6 +52,19 @@ def test_image_normalisation_folded_into_the_stem_equals_normalising_the_frames(
         reference = block(reference)
     reference = backbone.to_keypoints(reference)
     torch.testing.assert_close(backbone(frames, mean, std), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_a_coarser_patch_per_camera_gives_coarser_keypoint_maps():
+    m = tiny_model(cameras=("cam_high", "cam_left_wrist"), patch_sizes=(4, 8))
+    assert [b.stem.stride for b in m.backbones] == [(4, 4), (8, 8)]
+    frames = torch.rand(2, 2, 3, 3, 32, 32)
+    maps = [b(frames[:, i].flatten(1, 2), m.image_mean, m.image_std) for i, b in enumerate(m.backbones)]
+    assert [tuple(f.shape[2:]) for f in maps] == [(8, 8), (4, 4)]
+    assert m(frames).shape == (2, 14)
+    with pytest.raises(ValueError, match="one per camera"):
+        tiny_model(cameras=("cam_high", "cam_left_wrist"), patch_sizes=(4,))
+    with pytest.raises(ValueError, match="patch size 12 of camera 'cam_high'"):
+        tiny_model(patch_sizes=(12,))
 
 
 def test_save_load_round_trip_identical(tmp_path):
