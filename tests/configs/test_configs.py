@@ -93,6 +93,12 @@ def test_group_options_compose(group, option):
         assert section[key] == value
 
 
+def test_three_camera_idm_preset_composes_into_train_idm():
+    cfg = compose_valid("train_idm", ["idm=three_cameras"])
+    raw = yaml.safe_load((CONFIG_DIR / "idm" / "three_cameras.yaml").read_text())
+    assert dataclasses.asdict(cfg.idm) == raw  # every field of the preset, nothing left at a default
+
+
 def test_replay_and_import_policies_need_their_argument():
     with pytest.raises(ValueError, match="policy.dataset_root"):
         compose_valid("evaluate", ["policy=replay"])
