@@ -172,8 +172,7 @@ class IDMModelConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     num_keypoints: int = 64
     mlp_hidden: int = 512
-    # stem patch size per camera (keypoint maps at image_size / p); null = 4 for every camera. 8 for a wrist
-    # camera costs about a third of 4 there
+    # stem patch size per camera (keypoint maps at image_size / p); null = 4 for every camera
     patch_sizes: Optional[list[int]] = None
 
     def __post_init__(self) -> None:

@@ -64,8 +64,8 @@ class Backbone(nn.Module):
 
     A p x p stride-p "patchify" stem (p = 4 by default), then 3x3 convolutions at that resolution:
     on a CPU this is about 1.5x faster than a 5x5 stride-2 stem followed by a stride-2 block, at
-    the same keypoint-map resolution. p = 8 costs about a third of p = 4 (the 3x3 convolutions
-    run on a quarter of the positions).
+    the same keypoint-map resolution. With p = 8 the 3x3 convolutions run on a quarter of the
+    positions of p = 4.
     """
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], num_keypoints: int, patch: int = PATCH):
@@ -81,8 +81,7 @@ class Backbone(nn.Module):
         """frames (B, 3(2k+1), H, W) in [0, 1]; ``mean``/``std`` (3,) the per-colour image statistics.
 
         The normalisation (frames - mean) / std is folded into the stem's weights and bias: the stem
-        is a linear map without padding, so this is exact, and it saves two passes over the frames
-        (a quarter of a training step's time with three cameras).
+        is a linear map without padding, so this is exact, and it saves two passes over the frames.
         """
         repeats = self.stem.in_channels // 3
         inv_std = (1.0 / std).repeat(repeats).view(1, -1, 1, 1)
