@@ -383,6 +383,7 @@ class EvalWMConfig:
     sampler: str = "unipc"
     flow_shift: float = 3.0
     noise_scale: float = 1.0  # initial noise scale (sampling temperature) of the model's rollouts
+    init_sigma: float = 1.0  # where sampling starts: 1 pure noise; < 1 the newest history frame noised to it
     num_videos: int = 4  # mp4 grids (ground truth | the methods, in order)
     seed: int = 0
     methods: list[str] = field(default_factory=lambda: list(WM_EVAL_METHODS))  # model is required
@@ -398,6 +399,7 @@ class EvalWMConfig:
     def __post_init__(self) -> None:
         _check(self.sampler in ("euler", "unipc"), "sampler", f"must be 'euler' or 'unipc', got '{self.sampler}'")
         _check(self.noise_scale >= 0, "noise_scale", f"must be >= 0, got {self.noise_scale}")
+        _check(0 < self.init_sigma <= 1, "init_sigma", f"must be in (0, 1], got {self.init_sigma}")
         for name in ("num_future_frames", "num_windows", "batch_size", "steps"):
             _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
         _check(self.episodes_per_task >= 0 and self.hold_steps >= 0, "episodes_per_task/hold_steps", "must be >= 0")

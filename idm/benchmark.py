@@ -5,8 +5,10 @@
 Decodes a 10 s video at the IDM's frame rate (100 frames at 10 fps) with batch sizes 1
 and 16, and times the model's forward pass alone on the same windows (the baseline):
 the ratio is what window building and input checks cost on top of the network.
-Then times one training step (forward, backward, AdamW; batch 32) in fp32 and with the
-backbone under bf16 autocast, as ``eva-train-idm precision=...`` runs it, alternating the two.
+Then times one training step (forward, backward, AdamW; batch 32) from a uint8 batch as the
+training windows hold it: fp32; the backbone under bf16 autocast (``eva-train-idm precision=bf16``)
+with the frames converted to floats in [0, 1] first; and bf16 with the uint8 frames given to the
+model as they are (what ``eva-train-idm`` does), alternating the three.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def main() -> None:
         video = torch.randint(0, 256, (batch, args.frames, 3, h, w), dtype=torch.uint8)
         videos = {cam: video for cam in c.cameras}
         t_dec = best_time(lambda: decode_video(model, videos), args.repeats)
-        windows = torch.rand(min(256, batch * args.frames), len(c.cameras), 2 * c.context_k + 1, 3, h, w)
+        windows = torch.randint(0, 256, (min(256, batch * args.frames), len(c.cameras), 2 * c.context_k + 1, 3, h, w),
+                                dtype=torch.uint8)
         n_chunks = -(-batch * args.frames // len(windows))
         with torch.no_grad():
             t_fwd = best_time(lambda: [model(windows) for _ in range(n_chunks)], args.repeats)
@@ -68,24 +71,29 @@ def train_step_times(model: InverseDynamicsModel, batch: int = 32, steps: int = 
     c = model.config
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    frames = torch.rand(batch, len(c.cameras), 2 * c.context_k + 1, 3, *c.image_size)
+    frames = torch.randint(0, 256, (batch, len(c.cameras), 2 * c.context_k + 1, 3, *c.image_size), dtype=torch.uint8)
     target = torch.randn(batch, c.action_dim)
+    variants = {"fp32": (False, True), "bf16, float frames": (True, True), "bf16, uint8 frames": (True, False)}
 
-    def run(bf16: bool) -> None:
+    def run(bf16: bool, as_float: bool) -> None:
         for _ in range(steps):
+            x = frames.float().div_(255.0) if as_float else frames
             with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = F.mse_loss(model(frames), target)
+                loss = F.mse_loss(model(x), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
 
-    run(False), run(True)  # warm-up
-    best = {False: float("inf"), True: float("inf")}
+    for v in variants.values():  # warm-up
+        run(*v)
+    best = {name: float("inf") for name in variants}
     for _ in range(rounds):  # alternate, best of each
-        for bf16 in (False, True):
-            best[bf16] = min(best[bf16], best_time(lambda: run(bf16), 1) / steps)
-    print(f"# training step, batch {batch}: fp32 {best[False] * 1000:.1f} ms, bf16 backbone {best[True] * 1000:.1f} ms, "
-          f"speed-up x{best[False] / best[True]:.2f}")
+        for name, v in variants.items():
+            best[name] = min(best[name], best_time(lambda: run(*v), 1) / steps)
+    print(f"# training step, batch {batch}, from uint8 windows: "
+          + ", ".join(f"{name} {t * 1000:.1f} ms" for name, t in best.items())
+          + f"; bf16 x{best['fp32'] / best['bf16, float frames']:.2f} over fp32, uint8 input "
+          f"x{best['bf16, float frames'] / best['bf16, uint8 frames']:.2f} over float input")
 
 
 if __name__ == "__main__":

@@ -56,14 +56,13 @@ class IDMWindows:
         return ep, centre
 
     def batch(self, episodes: np.ndarray, centres: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """frames (B, cams, 2k+1, 3, H, W) float in [0, 1], actions (B, 14)."""
+        """frames (B, cams, 2k+1, 3, H, W) uint8 (the model takes them as they are), actions (B, 14)."""
         frames, actions = [], []
         for ep, c in zip(episodes, centres):
             idx = np.clip(c + self.offsets, 0, self.lengths[ep] - 1)
             frames.append(self.frames[ep][idx].transpose(1, 0, 2, 3, 4))
             actions.append(self.actions[ep][c])
-        return (torch.from_numpy(np.stack(frames)).float().div_(255.0),
-                torch.from_numpy(np.stack(actions)).float())
+        return torch.from_numpy(np.stack(frames)), torch.from_numpy(np.stack(actions)).float()
 
 
 def task_episode_weights(lengths: list[int], tasks: list[str], task_weights: dict[str, float]) -> np.ndarray:

@@ -31,7 +31,7 @@ def _check_video(name: str, video, size: tuple[int, int], resize: bool) -> torch
         hint = " (channels last? permute to (B, T, 3, H, W))" if video.shape[-1] == 3 else ""
         raise ValueError(f"video '{name}': expected 3 channels at dim 2, got shape {tuple(video.shape)}{hint}")
     if video.dtype == torch.uint8:
-        video = video.float() / 255.0
+        pass  # the model takes uint8 as it is
     elif video.is_floating_point():
         video = video.float()
         bad = ~torch.isfinite(video)
@@ -50,7 +50,8 @@ def _check_video(name: str, video, size: tuple[int, int], resize: bool) -> torch
             raise ValueError(f"video '{name}': resolution {h}x{w}, the IDM expects {size[0]}x{size[1]} "
                              f"(pass resize=True to resize explicitly)")
         b, t = video.shape[:2]
-        video = F.interpolate(video.flatten(0, 1), size=tuple(size), mode="bilinear", antialias=True,
+        unit = video.float() / 255.0 if video.dtype == torch.uint8 else video
+        video = F.interpolate(unit.flatten(0, 1), size=tuple(size), mode="bilinear", antialias=True,
                               align_corners=False).reshape(b, t, 3, *size).clamp(0, 1)
     return video
 
@@ -69,19 +70,22 @@ def decode_video(model: InverseDynamicsModel, video, *, resize: bool = False, ma
     for c, v in zip(cams, checked):
         if v.shape[:2] != (b, t):
             raise ValueError(f"camera '{c}': shape {tuple(v.shape[:2])} differs from '{cams[0]}' {(b, t)}")
+    if len({v.dtype for v in checked}) > 1:  # uint8 and float cameras mixed: all as floats in [0, 1]
+        checked = [v.float() / 255.0 if v.dtype == torch.uint8 else v for v in checked]
     k = model.config.context_k
     device = next(model.parameters()).device
-    # (B, cams, T + 2k, 3, H, W) with replicated edge frames
+    # (B, cams, T + 2k, 3, H, W) with replicated edge frames; window (b, t) is frames t..t+2k of this
     x = torch.stack(checked, dim=1)
     x = torch.cat([x[:, :, :1].expand(-1, -1, k, -1, -1, -1), x, x[:, :, -1:].expand(-1, -1, k, -1, -1, -1)], dim=2)
-    windows = x.unfold(2, 2 * k + 1, 1)  # (B, cams, T, 3, H, W, 2k+1)
-    windows = windows.permute(0, 2, 1, 6, 3, 4, 5).reshape(b * t, len(cams), 2 * k + 1, *x.shape[-3:])
+    offsets = torch.arange(2 * k + 1)
     was_training = model.training
     model.eval()
     out = []
-    for i in range(0, b * t, max_windows):
-        chunk = windows[i:i + max_windows].to(device)
-        out.append(model.unnormalize_action(model(chunk)).cpu())
+    for i in range(0, b * t, max_windows):  # windows are gathered one chunk at a time, never all at once
+        index = torch.arange(i, min(i + max_windows, b * t))
+        bi, ti = index // t, index % t
+        chunk = x[bi[:, None], :, ti[:, None] + offsets].transpose(1, 2)  # (n, cams, 2k+1, 3, H, W)
+        out.append(model.unnormalize_action(model(chunk.to(device))).cpu())
     model.train(was_training)
     return torch.cat(out).reshape(b, t, -1)
 

@@ -78,11 +78,19 @@ class Backbone(nn.Module):
         self.to_keypoints = nn.Conv2d(channels[-1], num_keypoints, kernel_size=1)
 
     def forward(self, frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        """frames (B, 3(2k+1), H, W) in [0, 1]; ``mean``/``std`` (3,) the per-colour image statistics.
+        """frames (B, 3(2k+1), H, W), uint8 in 0..255 or float in [0, 1]; ``mean``/``std`` (3,) the
+        per-colour image statistics of frames in [0, 1].
 
-        The normalisation (frames - mean) / std is folded into the stem's weights and bias: the stem
-        is a linear map without padding, so this is exact, and it saves two passes over the frames.
+        The normalisation (frames / 255 - mean) / std is folded into the stem's weights and bias: the stem
+        is a linear map without padding, so this is exact, and it saves passes over the frames. uint8
+        frames go straight to the compute dtype (exact in bf16 too: integers up to 256 are representable),
+        without a float32 copy.
         """
+        if frames.dtype == torch.uint8:
+            mean, std = mean * 255.0, std * 255.0
+            dtype = torch.get_autocast_dtype(frames.device.type) if torch.is_autocast_enabled(
+                frames.device.type) else self.stem.weight.dtype
+            frames = frames.to(dtype)
         repeats = self.stem.in_channels // 3
         inv_std = (1.0 / std).repeat(repeats).view(1, -1, 1, 1)
         weight = self.stem.weight * inv_std
@@ -148,7 +156,8 @@ class InverseDynamicsModel(nn.Module, ConfigMixin):
         self.image_std.copy_(torch.as_tensor(image_std, dtype=torch.float32).reshape(3).clamp_min(min_std))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames (B, cameras, 2k+1, 3, H, W) in [0, 1] -> normalised action (B, action_dim)."""
+        """frames (B, cameras, 2k+1, 3, H, W), uint8 in 0..255 or float in [0, 1] -> normalised action
+        (B, action_dim)."""
         keypoints = []
         for cam, backbone in enumerate(self.backbones):
             feature_maps = backbone(frames[:, cam].flatten(1, 2), self.image_mean, self.image_std)

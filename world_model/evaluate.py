@@ -181,7 +181,8 @@ def execute_imagined(cfg: EvalWMConfig, pipe: WorldModelPipeline, idm: InverseDy
             ok, imagined = success_of_imagined_episodes(
                 pipe, idm, embodiment, env, torch.stack([v[0] for v in videos]), [ds.instruction(e) for e in batch],
                 seeds, length, cfg.hold_steps, chunk=cfg.num_future_frames, steps=cfg.steps, sampler=cfg.sampler,
-                flow_shift=cfg.flow_shift, noise_scale=cfg.noise_scale, seed=cfg.seed + i)
+                flow_shift=cfg.flow_shift, noise_scale=cfg.noise_scale, init_sigma=cfg.init_sigma,
+                seed=cfg.seed + i)
             model_ok += ok
             for v, s in zip(videos, seeds):  # the ground-truth video through the same decoder and executor
                 control = decode_for_execution(idm, torch.cat([v[:1].expand(h - 1, -1, -1, -1), v])[None], h,
@@ -248,7 +249,7 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
                 inputs = p.prepare(history, texts, actions if mode == "simulator" else None,
                                    num_frames=cfg.num_future_frames, seed=seeds)
                 preds[name] = p.denoise(inputs, steps=cfg.steps, sampler=cfg.sampler, flow_shift=cfg.flow_shift,
-                                          noise_scale=cfg.noise_scale)
+                                          noise_scale=cfg.noise_scale, init_sigma=cfg.init_sigma)
                 if name == "model":
                     for key, value in denoiser_error_sums(p, clip, inputs, mode, list(cfg.diagnostic_sigmas)).items():
                         denoiser_sums[key] = denoiser_sums.get(key, 0) + value
@@ -268,7 +269,7 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
 
     summary = {"checkpoint": cfg.checkpoint, "dataset": cfg.dataset_root, "num_windows": cfg.num_windows,
                "history_frames": h, "future_frames": cfg.num_future_frames, "steps": cfg.steps,
-               "sampler": cfg.sampler, "noise_scale": cfg.noise_scale, "modes": {}}
+               "sampler": cfg.sampler, "noise_scale": cfg.noise_scale, "init_sigma": cfg.init_sigma, "modes": {}}
     for mode in MODES:
         summary["modes"][mode] = {name: {k: mean_sem(v) for k, v in s.items()} for name, s in scores[mode].items()}
     summary["denoiser"] = denoiser_summary(denoiser_sums)

@@ -197,7 +197,7 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
     @torch.no_grad()
     def rollout(self, history, instruction: str | list[str], actions=None, *, num_frames: int = 8,
                 steps: int = 20, seed: int | list[int] = 0, sampler: str = "euler", flow_shift: float = 3.0,
-                noise_scale: float = 1.0, progress: bool = False) -> torch.Tensor:
+                noise_scale: float = 1.0, init_sigma: float = 1.0, progress: bool = False) -> torch.Tensor:
         """Imagine ``num_frames`` future frames.
 
         history: (B, H, 3, h, w) uint8 or float in [0, 1], the last H camera frames, oldest first.
@@ -208,24 +208,45 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             the rest of the batch.
         noise_scale: the initial noise's scale (a sampling temperature; 1 samples the learned distribution,
             smaller values pull samples towards its high-density region).
+        init_sigma: where sampling starts (``denoise``): 1 from pure noise; below 1 from the newest history
+            frame's latent noised to that level (a warm start, like SDEdit's strength), skipping the steps above.
         Returns (B, num_frames, 3, h, w) float in [0, 1].
         """
         inputs = self.prepare(history, instruction, actions, num_frames=num_frames, seed=seed)
         return self.denoise(inputs, steps=steps, sampler=sampler, flow_shift=flow_shift, noise_scale=noise_scale,
-                            progress=progress)
+                            init_sigma=init_sigma, progress=progress)
 
     @torch.no_grad()
     def denoise(self, inputs: RolloutInputs, *, steps: int = 20, sampler: str = "euler", flow_shift: float = 3.0,
-                noise_scale: float = 1.0, progress: bool = False) -> torch.Tensor:
+                noise_scale: float = 1.0, init_sigma: float = 1.0, progress: bool = False) -> torch.Tensor:
         """The sampling loop of prepared inputs -> (B, num_frames, 3, h, w) float in [0, 1]; ``noise_scale``
-        multiplies the initial noise (``rollout``)."""
+        multiplies the initial noise (``rollout``).
+
+        ``init_sigma`` < 1 starts at the first step of the schedule whose sigma is at most ``init_sigma``, from
+        the flow-matching interpolation ``(1 - sigma) x_ref + sigma * noise`` with ``x_ref`` the newest history
+        latent in every future frame: the rollout then runs only the remaining steps and departs from the
+        scene held still instead of from pure noise (SDEdit, Meng et al. 2022, with the last frame as the
+        guide). 1 (the default) is the plain sampler, bit for bit."""
         if not noise_scale >= 0:
             raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
+        if not 0 < init_sigma <= 1:
+            raise ValueError(f"init_sigma must be in (0, 1], got {init_sigma}")
         hist = inputs.hist_latents
-        latents = torch.cat([hist, inputs.noise * noise_scale], dim=2)
         scheduler = make_scheduler(sampler, flow_shift)
-        scheduler.set_timesteps(steps, device=latents.device)
-        for i, t in enumerate(self.progress_bar(scheduler.timesteps) if progress else scheduler.timesteps):
+        scheduler.set_timesteps(steps, device=hist.device)
+        noise = inputs.noise * noise_scale
+        start = 0
+        if init_sigma < 1:
+            start = int((scheduler.sigmas[:steps] > init_sigma).sum())
+            if start == steps:
+                raise ValueError(f"init_sigma {init_sigma}: below every sigma of the {steps}-step schedule "
+                                 f"(lowest {float(scheduler.sigmas[steps - 1]):.3f}); raise it or the steps")
+            sigma0 = float(scheduler.sigmas[start])
+            noise = (1 - sigma0) * hist[:, :, -1:] + sigma0 * noise
+        scheduler.set_begin_index(start)
+        latents = torch.cat([hist, noise], dim=2)
+        timesteps = scheduler.timesteps[start:]
+        for i, t in enumerate(self.progress_bar(timesteps) if progress else timesteps, start=start):
             v = self.predict_velocity(latents, scheduler.sigmas[i], inputs)
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
             latents[:, :, :hist.shape[2]] = hist  # history stays clean

@@ -69,3 +69,12 @@ def test_to_control_rate_interpolates_linearly():
     assert to_control_rate(t, 10, 50).shape == (1, 11, 14)
     with pytest.raises(ValueError, match="integer multiple"):
         to_control_rate(a, 15, 50)
+
+
+def test_cameras_of_mixed_dtypes_decode_as_floats():
+    torch.manual_seed(0)
+    m = tiny_model(cameras=("cam_high", "cam_left_wrist")).eval()
+    high, wrist = (torch.randint(0, 256, (2, 5, 3, 32, 32), dtype=torch.uint8) for _ in range(2))
+    as_uint8 = decode_video(m, {"cam_high": high, "cam_left_wrist": wrist}, max_windows=3)
+    mixed = decode_video(m, {"cam_high": high, "cam_left_wrist": wrist.float() / 255})
+    torch.testing.assert_close(mixed, as_uint8, atol=1e-5, rtol=1e-5)

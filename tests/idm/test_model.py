@@ -54,6 +54,19 @@ def test_image_normalisation_folded_into_the_stem_equals_normalising_the_frames(
     torch.testing.assert_close(backbone(frames, mean, std), reference, rtol=1e-5, atol=1e-5)
 
 
+def test_uint8_frames_equal_the_same_frames_as_floats_in_fp32_and_under_bf16_autocast():
+    """The model takes uint8 frames as they are (the 1/255 folded into the stem with the normalisation)."""
+    torch.manual_seed(0)
+    model = tiny_model(context_k=1).eval()
+    frames = torch.randint(0, 256, (4, 1, 3, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(frames), model(frames.float() / 255), rtol=1e-4, atol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            as_uint8, as_float = model(frames), model(frames.float() / 255)
+    # bf16 rounds the stem's inputs differently on the two paths (uint8 -> bf16 is exact, x / 255 is not)
+    assert (as_uint8 - as_float).abs().max() < 0.05 * as_float.abs().max()
+
+
 def test_a_coarser_patch_per_camera_gives_coarser_keypoint_maps():
     m = tiny_model(cameras=("cam_high", "cam_left_wrist"), patch_sizes=(4, 8))
     assert [b.stem.stride for b in m.backbones] == [(4, 4), (8, 8)]

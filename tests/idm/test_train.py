@@ -37,11 +37,11 @@ def test_windows_follow_the_edge_rule(lift_dataset):
     w = IDMWindows(ds, [0], ["cam_high"], fps=10, context_k=1, image_size=(64, 64), progress=False)
     frames, actions = w.batch(np.array([0, 0]), np.array([0, 7]))
     video = ds.episode_video(0, "cam_high")
-    assert frames.shape == (2, 1, 3, 3, 64, 64)
+    assert frames.shape == (2, 1, 3, 3, 64, 64) and frames.dtype == torch.uint8
     # centre 0: frames (0, 0, 5) - the missing past is the first frame repeated
-    np.testing.assert_array_equal((frames[0, 0, 0] * 255).round().byte().numpy(), video[0].transpose(2, 0, 1))
-    np.testing.assert_array_equal((frames[0, 0, 2] * 255).round().byte().numpy(), video[5].transpose(2, 0, 1))
-    np.testing.assert_array_equal((frames[1, 0, 0] * 255).round().byte().numpy(), video[2].transpose(2, 0, 1))
+    np.testing.assert_array_equal(frames[0, 0, 0].numpy(), video[0].transpose(2, 0, 1))
+    np.testing.assert_array_equal(frames[0, 0, 2].numpy(), video[5].transpose(2, 0, 1))
+    np.testing.assert_array_equal(frames[1, 0, 0].numpy(), video[2].transpose(2, 0, 1))
     np.testing.assert_allclose(actions[1].numpy(), ds.episode_table(0)["action"][7])
     with pytest.raises(DatasetError, match="expects 32x32"):
         IDMWindows(ds, [0], ["cam_high"], fps=10, context_k=1, image_size=(32, 32), progress=False)

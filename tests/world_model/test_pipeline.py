@@ -185,3 +185,33 @@ def test_noise_scale_is_a_sampling_temperature(history):
     assert 0 < (run(1, noise_scale=0.3) - run(2, noise_scale=0.3)).abs().mean() < spread
     with pytest.raises(ValueError, match="noise_scale must be >= 0"):
         run(1, noise_scale=-0.5)
+
+
+def test_init_sigma_warm_starts_from_the_newest_frame(history):
+    """init_sigma 1 is the plain sampler; below it, sampling runs only the steps at or under that sigma, from the
+    newest history latent noised to it, so the rollout lands nearer the newest frame the lower it starts."""
+    pipe = build_pipeline(velocity_preset(), ["pick up the cube"], seed=0)
+    calls = []
+    hook = pipe.transformer.patch_embedding.register_forward_hook(lambda *_: calls.append(1))
+
+    def run(sampler="euler", **kw):
+        calls.clear()
+        out = pipe.rollout(history[:1], "pick up the cube", num_frames=4, steps=10, seed=1, sampler=sampler, **kw)
+        return out, len(calls)
+
+    try:
+        for sampler in ("euler", "unipc"):
+            plain, nfe = run(sampler)
+            assert nfe == 10 and torch.equal(run(sampler, init_sigma=1.0)[0], plain)
+            warm, warm_nfe = run(sampler, init_sigma=0.5)
+            assert 0 < warm_nfe < nfe
+            newest = history[:1, -1:].float() / 255
+            far, near = ((x - newest).abs().mean() for x in (plain, run(sampler, init_sigma=0.3)[0]))
+            assert near < 0.5 * far
+        for bad in (0.0, 1.5):
+            with pytest.raises(ValueError, match="init_sigma must be in"):
+                run(init_sigma=bad)
+        with pytest.raises(ValueError, match="below every sigma"):
+            run(init_sigma=1e-4)
+    finally:
+        hook.remove()
