@@ -91,15 +91,16 @@ def evaluate_idm(cfg: EvalIDMConfig) -> dict:
         for n, ep in enumerate(eps):
             row = ds.episodes[ep]
             true = ds.episode_table(ep)[ACTION_KEY]
+            true_at_fps = true[::step]  # the recorded actions at the IDM's frame rate, aligned with its frames
             video = {c: torch.from_numpy(ds.episode_video(ep, c)[::step]).permute(0, 3, 1, 2)[None]
                      for c in mc.cameras}
             decoded = decode_video(model, video)[0].numpy()
-            errors.append(np.abs(decoded - true[::step]))
+            errors.append(np.abs(decoded - true_at_fps))
             control = to_control_rate(decoded, mc.fps, embodiment.control_rate_hz)
             ok, steps = execute_open_loop(env, row["eva/seed"], control, cfg.hold_steps)
             ok_true, _ = execute_open_loop(env, row["eva/seed"], true, cfg.hold_steps)
             ok_true_at_fps, _ = execute_open_loop(
-                env, row["eva/seed"], to_control_rate(true[::step], mc.fps, embodiment.control_rate_hz), cfg.hold_steps)
+                env, row["eva/seed"], to_control_rate(true_at_fps, mc.fps, embodiment.control_rate_hz), cfg.hold_steps)
             replay.append({"episode_index": ep, "seed": row["eva/seed"], "success": ok, "steps": steps})
             if cfg.ablations:  # which half fails: decoded arms with recorded grippers, and the reverse
                 n_ctrl = min(len(control), len(true))
@@ -111,7 +112,7 @@ def evaluate_idm(cfg: EvalIDMConfig) -> dict:
             expert.append(ok_true)
             expert_at_fps.append(ok_true_at_fps)
             if n < cfg.plot_episodes:
-                plot_trajectories(decoded, true[::step], mc.fps, embodiment.joint_names,
+                plot_trajectories(decoded, true_at_fps, mc.fps, embodiment.joint_names,
                                   f"{task}, seed {row['eva/seed']}: decoded vs ground-truth joints",
                                   out / f"trajectories_{task}_{n}.png")
             bar.update(1)
