@@ -30,9 +30,7 @@ def _check_video(name: str, video, size: tuple[int, int], resize: bool) -> torch
     if video.shape[2] != 3:
         hint = " (channels last? permute to (B, T, 3, H, W))" if video.shape[-1] == 3 else ""
         raise ValueError(f"video '{name}': expected 3 channels at dim 2, got shape {tuple(video.shape)}{hint}")
-    if video.dtype == torch.uint8:
-        pass  # the model takes uint8 as it is
-    elif video.is_floating_point():
+    if video.is_floating_point():
         video = video.float()
         bad = ~torch.isfinite(video)
         if bad.any():
@@ -42,7 +40,7 @@ def _check_video(name: str, video, size: tuple[int, int], resize: bool) -> torch
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(f"video '{name}': float frames must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]"
                              + (" (0..255 floats? divide by 255 or pass uint8)" if hi > 1.5 else ""))
-    else:
+    elif video.dtype != torch.uint8:  # uint8 goes to the model as it is
         raise TypeError(f"video '{name}': dtype {video.dtype} is not supported; use uint8 (0..255) or float (0..1)")
     h, w = video.shape[-2:]
     if (h, w) != tuple(size):
