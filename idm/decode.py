@@ -72,17 +72,16 @@ def decode_video(model: InverseDynamicsModel, video, *, resize: bool = False, ma
         checked = [v.float() / 255.0 if v.dtype == torch.uint8 else v for v in checked]
     k = model.config.context_k
     device = next(model.parameters()).device
-    # (B, cams, T + 2k, 3, H, W) with replicated edge frames; window (b, t) is frames t..t+2k of this
-    x = torch.stack(checked, dim=1)
-    x = torch.cat([x[:, :, :1].expand(-1, -1, k, -1, -1, -1), x, x[:, :, -1:].expand(-1, -1, k, -1, -1, -1)], dim=2)
-    offsets = torch.arange(2 * k + 1)
+    x = torch.stack(checked, dim=1)  # (B, cams, T, 3, H, W)
+    offsets = torch.arange(-k, k + 1)
     was_training = model.training
     model.eval()
     out = []
     for i in range(0, b * t, max_windows):  # windows are gathered one chunk at a time, never all at once
         index = torch.arange(i, min(i + max_windows, b * t))
         bi, ti = index // t, index % t
-        chunk = x[bi[:, None], :, ti[:, None] + offsets].transpose(1, 2)  # (n, cams, 2k+1, 3, H, W)
+        frames = (ti[:, None] + offsets).clamp(0, t - 1)  # the edge rule: first and last frames repeated
+        chunk = x[bi[:, None], :, frames].transpose(1, 2)  # (n, cams, 2k+1, 3, H, W)
         out.append(model.unnormalize_action(model(chunk.to(device))).cpu())
     model.train(was_training)
     return torch.cat(out).reshape(b, t, -1)
