@@ -147,11 +147,14 @@ class Planner:
         return cls(pipe, idm, embodiment, cfg)
 
     def reset(self, instruction: str) -> None:
-        """A new episode: empty history and chunk, a fresh safety filter (an e-stop stays latched)."""
-        estopped = self.safety.estopped
-        self.safety = SafetyFilter(self.embodiment, self.safety.cfg, cameras=[self.cfg.camera])
-        if estopped:
+        """A new episode: empty history and chunk, a fresh safety filter. An e-stop stays latched and so does
+        its hold: the fresh filter continues from the last command (and velocity, if still braking) instead of
+        taking the new episode's joint state, so nothing published changes until the reset."""
+        old = self.safety
+        self.safety = SafetyFilter(self.embodiment, old.cfg, cameras=[self.cfg.camera])
+        if old.estopped:
             self.safety.estop()
+            self.safety.command, self.safety.velocity = old.command, old.velocity
         self.history.clear()
         self.instruction = instruction
         self.chunk, self.cursor, self.execute_until, self.num_plans = np.zeros((0, ACTION_DIM)), 0, 0, 0

@@ -203,6 +203,22 @@ def test_no_planning_while_estopped_and_a_fresh_plan_after_the_reset(checkpoints
     assert planner.num_plans == 2 and not command.hold
 
 
+def test_a_new_episode_while_estopped_keeps_the_held_command(checkpoints, embodiment):
+    """The simulator starts a new episode (a different joint state) while the e-stop is latched: the published
+    command must not move to the new state until the reset."""
+    planner = make_planner(checkpoints, embodiment)
+    planner.reset("lift the bar")
+    run_steps(planner, embodiment, 3)
+    planner.safety.estop()
+    held = run_steps(planner, embodiment, 20, start=3)[-1].position
+    planner.reset("lift the bar")
+    moved = embodiment.home + 0.05
+    for t in range(23, 33):
+        planner.observe({"cam_high": frame(t)}, t * embodiment.dt)
+        command = planner.step(moved, t * embodiment.dt)
+        assert command.hold and np.array_equal(command.position, held)
+
+
 class GatedPlans:
     """Stands in for the models in asynchronous tests: each plan waits until the test releases it, then returns
     rows whose first joint counts 0, 0.001, ... from ``base`` (plan i: base = 0.1 * i), or raises."""
