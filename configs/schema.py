@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from configs.constants import CAMERAS, FUTURE_CONDITIONS, MIN_RANKED_POLICIES, PREDICTIONS, WM_EVAL_METHODS
+from configs.constants import (CAMERAS, FUTURE_CONDITIONS, MIN_RANKED_POLICIES, PREDICTIONS, SAMPLERS,
+                               WM_EVAL_METHODS)
 
 
 def _check(cond: bool, where: str, msg: str) -> None:
@@ -281,6 +282,30 @@ class ExecutabilityRewardConfig:
 
 # ============================================================================ world model
 @dataclass
+class SamplingConfig:
+    """How a world-model rollout is sampled (``WorldModelPipeline.denoise``). The base of every config that
+    samples: eva-eval-wm, the planner and the neural simulator (imagination); their YAML keeps the fields flat."""
+
+    steps: int = 10  # denoising steps
+    sampler: str = "euler"  # euler | unipc
+    flow_shift: float = 3.0
+    noise_scale: float = 1.0  # initial noise scale (a sampling temperature; 1 = the trained prior)
+    init_sigma: float = 1.0  # where sampling starts: 1 pure noise; < 1 the newest history frame noised to it
+
+    def check_sampling(self, where: str = "") -> None:
+        _check(self.steps > 0, f"{where}steps", f"must be positive, got {self.steps}")
+        _check(self.sampler in SAMPLERS, f"{where}sampler", f"must be one of {list(SAMPLERS)}, got '{self.sampler}'")
+        _check(self.flow_shift > 0, f"{where}flow_shift", f"must be positive, got {self.flow_shift}")
+        _check(self.noise_scale >= 0, f"{where}noise_scale", f"must be >= 0, got {self.noise_scale}")
+        _check(0 < self.init_sigma <= 1, f"{where}init_sigma", f"must be in (0, 1], got {self.init_sigma}")
+
+    def sampling_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``WorldModelPipeline.denoise``/``rollout``."""
+        return {"steps": self.steps, "sampler": self.sampler, "flow_shift": self.flow_shift,
+                "noise_scale": self.noise_scale, "init_sigma": self.init_sigma}
+
+
+@dataclass
 class WorldModelConfig:
     """A named world-model configuration (``configs/world_model/<name>.yaml``); see world_model/build.py."""
 
@@ -369,7 +394,7 @@ class TrainWMConfig:
 
 
 @dataclass
-class EvalWMConfig:
+class EvalWMConfig(SamplingConfig):
     embodiment: dict[str, Any] = MISSING
     tasks: dict[str, TaskConfig] = field(default_factory=dict)  # for the MuJoCo execution of imagined episodes
     checkpoint: str = "runs/wm/model"
@@ -379,11 +404,8 @@ class EvalWMConfig:
     num_future_frames: int = 8
     num_windows: int = 64  # seeded windows over all held-out episodes
     batch_size: int = 8
-    steps: int = 20
+    steps: int = 20  # sampling (SamplingConfig): UniPC 20 steps by default
     sampler: str = "unipc"
-    flow_shift: float = 3.0
-    noise_scale: float = 1.0  # initial noise scale (sampling temperature) of the model's rollouts
-    init_sigma: float = 1.0  # where sampling starts: 1 pure noise; < 1 the newest history frame noised to it
     num_videos: int = 4  # mp4 grids (ground truth | the methods, in order)
     seed: int = 0
     methods: list[str] = field(default_factory=lambda: list(WM_EVAL_METHODS))  # model is required
@@ -397,10 +419,8 @@ class EvalWMConfig:
     hold_steps: int = 25
 
     def __post_init__(self) -> None:
-        _check(self.sampler in ("euler", "unipc"), "sampler", f"must be 'euler' or 'unipc', got '{self.sampler}'")
-        _check(self.noise_scale >= 0, "noise_scale", f"must be >= 0, got {self.noise_scale}")
-        _check(0 < self.init_sigma <= 1, "init_sigma", f"must be in (0, 1], got {self.init_sigma}")
-        for name in ("num_future_frames", "num_windows", "batch_size", "steps"):
+        self.check_sampling()
+        for name in ("num_future_frames", "num_windows", "batch_size"):
             _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
         _check(self.episodes_per_task >= 0 and self.hold_steps >= 0, "episodes_per_task/hold_steps", "must be >= 0")
         _check(all(0 < s <= 1 for s in self.diagnostic_sigmas), "diagnostic_sigmas",
@@ -577,17 +597,13 @@ class SafetyConfig:
 
 
 @dataclass
-class PlannerConfig:
-    """The receding-horizon planner (EVA section 5); see real_robot/planner.py."""
+class PlannerConfig(SamplingConfig):
+    """The receding-horizon planner (EVA section 5); see real_robot/planner.py. Sampling: ``SamplingConfig``."""
 
     world_model: str = "runs/wm/model"  # a saved WorldModelPipeline (LoRA adapters included when present)
     idm: str = "runs/idm/model"
     camera: str = "cam_high"  # the camera the world model and the IDM see
     num_future_frames: int = 8  # imagined frames per plan (at the world model's frame rate)
-    steps: int = 10  # denoising steps per plan
-    sampler: str = "euler"
-    flow_shift: float = 3.0
-    noise_scale: float = 1.0  # initial noise scale of the rollouts (a sampling temperature; 1 = the trained prior)
     replan_every: int = 0  # control steps executed before replanning; 0 = the whole imagined chunk (EVA)
     seed: int = 0  # plan i of an episode uses seed + i
     device: str = "cpu"  # torch device of both models, e.g. cuda:0
@@ -598,12 +614,8 @@ class PlannerConfig:
 
     def __post_init__(self) -> None:
         _check(self.camera in CAMERAS, "planner.camera", f"unknown '{self.camera}'; known {list(CAMERAS)}")
-        _check(self.sampler in ("euler", "unipc"), "planner.sampler",
-               f"must be 'euler' or 'unipc', got '{self.sampler}'")
-        for name in ("num_future_frames", "steps"):
-            _check(getattr(self, name) > 0, f"planner.{name}", f"must be positive, got {getattr(self, name)}")
-        _check(self.flow_shift > 0, "planner.flow_shift", f"must be positive, got {self.flow_shift}")
-        _check(self.noise_scale >= 0, "planner.noise_scale", f"must be >= 0, got {self.noise_scale}")
+        self.check_sampling("planner.")
+        _check(self.num_future_frames > 0, "planner.num_future_frames", f"must be positive, got {self.num_future_frames}")
         _check(self.replan_every >= 0, "planner.replan_every", f"must be >= 0, got {self.replan_every}")
         _check(self.device == "cpu" or self.device.startswith("cuda"), "planner.device",
                f"expected 'cpu' or 'cuda[:N]', got '{self.device}'")
@@ -670,23 +682,16 @@ class TrainJudgeConfig:
 
 
 @dataclass
-class ImaginationConfig:
-    """How the neural simulator samples (sim/neural_env.py)."""
+class ImaginationConfig(SamplingConfig):
+    """How the neural simulator samples (sim/neural_env.py); sampling fields: ``SamplingConfig``."""
 
     chunk_frames: int = 8  # imagined frames per world-model call
-    steps: int = 10
-    sampler: str = "euler"
-    flow_shift: float = 3.0
-    noise_scale: float = 1.0  # initial noise scale of the rollouts (a sampling temperature; 1 = the trained prior)
     batch_size: int = 16  # episodes imagined together
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        _check(self.chunk_frames > 0 and self.steps > 0 and self.batch_size > 0,
-               "imagination.chunk_frames/steps/batch_size", "must be positive")
-        _check(self.sampler in ("euler", "unipc"), "imagination.sampler", f"must be 'euler' or 'unipc', got '{self.sampler}'")
-        _check(self.flow_shift > 0, "imagination.flow_shift", f"must be positive, got {self.flow_shift}")
-        _check(self.noise_scale >= 0, "imagination.noise_scale", f"must be >= 0, got {self.noise_scale}")
+        self.check_sampling("imagination.")
+        _check(self.chunk_frames > 0 and self.batch_size > 0, "imagination.chunk_frames/batch_size", "must be positive")
 
 
 @dataclass

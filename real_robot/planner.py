@@ -172,8 +172,7 @@ class Planner:
         """(H, 3, h, w) uint8 history -> (chunk_len, 14) targets from its last frame on, world-model s, IDM s."""
         t0 = time.perf_counter()
         future = self.pipe.rollout(history[None], self.instruction or "", num_frames=self.cfg.num_future_frames,
-                                   steps=self.cfg.steps, seed=seed, sampler=self.cfg.sampler,
-                                   flow_shift=self.cfg.flow_shift, noise_scale=self.cfg.noise_scale)
+                                   seed=seed, **self.cfg.sampling_kwargs())
         t1 = time.perf_counter()
         video = torch.cat([history[None].to(future.device).float() / 255.0, future], dim=1)
         actions = decode_for_execution(self.idm, video, self.num_history, self.embodiment.control_rate_hz)[0]

@@ -103,9 +103,7 @@ class ChunkMPC:
         hist = torch.from_numpy(np.ascontiguousarray(history.transpose(0, 3, 1, 2)))[None]
         inputs = self.pipe.prepare_candidates(hist, instruction, torch.from_numpy(cond).to(device),
                                               num_frames=self.frames, seed=seed)
-        im = self.cfg.imagination
-        return self.pipe.denoise(inputs, steps=im.steps, sampler=im.sampler, flow_shift=im.flow_shift,
-                                 noise_scale=im.noise_scale).float()
+        return self.pipe.denoise(inputs, **self.cfg.imagination.sampling_kwargs()).float()
 
     @torch.no_grad()
     def cost(self, frames: torch.Tensor, task: str, goal: np.ndarray | None) -> np.ndarray:

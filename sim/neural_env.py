@@ -86,9 +86,8 @@ class NeuralSimulator:
         cond = frame_rate_actions(self.history_actions, actions, self.every, self.cfg.chunk_frames)
         device = torch.device(self.cfg.device)
         frames = self.pipe.rollout(self.history.to(device), self.instructions, torch.from_numpy(cond).to(device),
-                                   num_frames=self.cfg.chunk_frames, steps=self.cfg.steps,
-                                   seed=[s + 1000 * self.chunks for s in self.seeds], sampler=self.cfg.sampler,
-                                   flow_shift=self.cfg.flow_shift, noise_scale=self.cfg.noise_scale).float().cpu()
+                                   num_frames=self.cfg.chunk_frames, seed=[s + 1000 * self.chunks for s in self.seeds],
+                                   **self.cfg.sampling_kwargs()).float().cpu()
         self.chunks += 1
         self.history = torch.cat([self.history, frames], dim=1)[:, -self.num_history:]
         self.history_actions = cond[:, -self.num_history:]  # the newest H frames' actions, as conditioned

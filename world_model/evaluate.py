@@ -180,9 +180,8 @@ def execute_imagined(cfg: EvalWMConfig, pipe: WorldModelPipeline, idm: InverseDy
             length = max(len(v) for v in videos) - 1
             ok, imagined = success_of_imagined_episodes(
                 pipe, idm, embodiment, env, torch.stack([v[0] for v in videos]), [ds.instruction(e) for e in batch],
-                seeds, length, cfg.hold_steps, chunk=cfg.num_future_frames, steps=cfg.steps, sampler=cfg.sampler,
-                flow_shift=cfg.flow_shift, noise_scale=cfg.noise_scale, init_sigma=cfg.init_sigma,
-                seed=cfg.seed + i)
+                seeds, length, cfg.hold_steps, chunk=cfg.num_future_frames, seed=cfg.seed + i,
+                **cfg.sampling_kwargs())
             model_ok += ok
             for v, s in zip(videos, seeds):  # the ground-truth video through the same decoder and executor
                 control = decode_for_execution(idm, torch.cat([v[:1].expand(h - 1, -1, -1, -1), v])[None], h,
@@ -248,8 +247,7 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
             for name, p in pipes.items():
                 inputs = p.prepare(history, texts, actions if mode == "simulator" else None,
                                    num_frames=cfg.num_future_frames, seed=seeds)
-                preds[name] = p.denoise(inputs, steps=cfg.steps, sampler=cfg.sampler, flow_shift=cfg.flow_shift,
-                                          noise_scale=cfg.noise_scale, init_sigma=cfg.init_sigma)
+                preds[name] = p.denoise(inputs, **cfg.sampling_kwargs())
                 if name == "model":
                     for key, value in denoiser_error_sums(p, clip, inputs, mode, list(cfg.diagnostic_sigmas)).items():
                         denoiser_sums[key] = denoiser_sums.get(key, 0) + value

@@ -20,19 +20,18 @@ from world_model.pipeline import WorldModelPipeline
 
 @torch.no_grad()
 def imagine(pipe: WorldModelPipeline, first_frames: torch.Tensor, instructions: list[str], num_frames: int, *,
-            chunk: int = 8, steps: int = 20, sampler: str = "unipc", flow_shift: float = 3.0, noise_scale: float = 1.0,
-            init_sigma: float = 1.0, seed: int = 0) -> torch.Tensor:
+            chunk: int = 8, seed: int = 0, **sampling) -> torch.Tensor:
     """(B, 3, h, w) first frames in [0, 1] -> (B, H + num_frames, 3, h, w): the history, then imagined frames.
 
-    Chunk c of sample b uses seed ``seed + 1000 * c + b``.
+    Chunk c of sample b uses seed ``seed + 1000 * c + b``; ``sampling``: the keyword arguments of
+    ``WorldModelPipeline.rollout`` (``SamplingConfig.sampling_kwargs``).
     """
     h = pipe.config.num_history_frames
     video = first_frames.unsqueeze(1).expand(-1, h, -1, -1, -1).float()
     b = video.shape[0]
     for c in range(-(-num_frames // chunk)):
-        nxt = pipe.rollout(video[:, -h:], instructions, num_frames=chunk, steps=steps,
-                           seed=[seed + 1000 * c + i for i in range(b)], sampler=sampler, flow_shift=flow_shift,
-                           noise_scale=noise_scale, init_sigma=init_sigma)
+        nxt = pipe.rollout(video[:, -h:], instructions, num_frames=chunk, seed=[seed + 1000 * c + i for i in range(b)],
+                           **sampling)
         video = torch.cat([video, nxt], dim=1)
     return video[:, :h + num_frames]
 

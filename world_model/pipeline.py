@@ -17,7 +17,7 @@ import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.loaders import WanLoraLoaderMixin
 
-from configs.constants import RESIDUAL_PREDICTIONS
+from configs.constants import RESIDUAL_PREDICTIONS, SAMPLERS
 from world_model.latents import (clip_layout, codec_channels, codec_detail, codec_strides, decode_latents, encode_video,
                                  with_anchor)
 from world_model.model import (actions_per_latent_frame, i2v_condition, predicted_residual, residual_to_velocity,
@@ -25,8 +25,6 @@ from world_model.model import (actions_per_latent_frame, i2v_condition, predicte
 from world_model.text import encode_instructions
 
 log = logging.getLogger(__name__)
-
-SAMPLERS = ("euler", "unipc")
 
 
 def make_scheduler(sampler: str, flow_shift: float):

@@ -160,6 +160,11 @@ def test_embodiment_yaml_composes_into_primary_config(name):
         ("train_idm", "idm.patch_sizes=[4,8]", "idm.patch_sizes"),  # one camera, two patch sizes
         ("train_idm", "idm.patch_sizes=[6]", "idm.patch_sizes"),  # 128 is not divisible by 6
         ("evaluate", ["policy=planner", "policy.planner.noise_scale=-1"], "planner.noise_scale"),
+        # the sampling fields every sampling config shares (SamplingConfig)
+        ("evaluate", ["policy=planner", "policy.planner.init_sigma=0"], "planner.init_sigma"),
+        ("mpc", "imagination.init_sigma=1.5", "imagination.init_sigma"),
+        ("campaign", "imagination.sampler=ddim", "imagination.sampler"),
+        ("eval_wm", "flow_shift=0", "flow_shift"),
     ],
 )
 def test_bad_value_names_the_field(name, override, field):

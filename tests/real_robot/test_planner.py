@@ -140,6 +140,17 @@ def test_plans_are_deterministic_for_a_seed(checkpoints, embodiment):
     assert not np.allclose(a0, z0, atol=1e-6)
 
 
+def test_sampling_settings_reach_the_world_model(checkpoints, embodiment, monkeypatch):
+    planner = make_planner(checkpoints, embodiment, noise_scale=0.5, init_sigma=0.8)
+    calls, rollout = [], planner.pipe.rollout
+    monkeypatch.setattr(planner.pipe, "rollout", lambda *a, **kw: calls.append(kw) or rollout(*a, **kw))
+    planner.reset("lift the bar")
+    planner.observe({"cam_high": frame(100)}, 0.0)
+    planner.plan(0.0)
+    assert calls and {k: calls[0][k] for k in ("steps", "sampler", "flow_shift", "noise_scale", "init_sigma")} == \
+        {"steps": 2, "sampler": "euler", "flow_shift": 3.0, "noise_scale": 0.5, "init_sigma": 0.8}
+
+
 @pytest.mark.parametrize("replan_every,plans", [(0, 3), (7, 7)])
 def test_replans_when_the_chunk_is_used_up(checkpoints, embodiment, replan_every, plans):
     planner = make_planner(checkpoints, embodiment, replan_every=replan_every)
