@@ -8,6 +8,7 @@ speed: no shadow map, no multisampling (DESIGN.md section 5).
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,16 @@ from configs.embodiment import Embodiment
 TCP_OFFSET = (0.13, 0.0, 0.0)
 FINGERTIP_REACH = 0.024
 TABLE_HALF = (0.6096, 0.381, 0.015)  # table top: x -0.61..0.61, y 0.219..0.981 (body at y 0.6), top at z 0  # tips stick out this far past the TCP along the approach axis
+
+
+def load_triton_before_gl() -> None:
+    """Import triton, when it is installed, before the first GL context of the process.
+
+    Mesa's software renderer (llvmpipe, behind EGL and OSMesa here) and triton (a dependency of the torch
+    wheels, loaded by ``torch._dynamo`` when diffusers is imported) each carry their own LLVM. Loading triton
+    after a GL context exists segfaults the process; in the other order both work. Costs 0.2 s once."""
+    if importlib.util.find_spec("triton") is not None:
+        importlib.import_module("triton")
 
 
 HEAD_CAMERA = "eva_head"

@@ -22,7 +22,7 @@ from configs.constants import ACTION_DIM, LEFT_ARM, LEFT_GRIPPER, RIGHT_ARM, RIG
 from configs.embodiment import Embodiment
 from configs.schema import RenderConfig, TaskConfig
 from sim.ik import ArmIK
-from sim.scene import FINGERTIP_REACH, ArmIndex, add_tcp_sites, arm_indices, base_spec
+from sim.scene import FINGERTIP_REACH, ArmIndex, add_tcp_sites, arm_indices, base_spec, load_triton_before_gl
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,7 @@ class BimanualTask:
     # ----------------------------------------------------------------- rendering
     def render(self, camera: str) -> np.ndarray:
         if self._renderer is None:
+            load_triton_before_gl()
             self._renderer = mujoco.Renderer(self.model, self.render_cfg.height, self.render_cfg.width)
             # Registered after MuJoCo's own EGL exit hook, so it runs first (atexit is LIFO) and the
             # context is freed while EGL is still up.

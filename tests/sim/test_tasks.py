@@ -267,3 +267,18 @@ def test_expert_respects_velocity_limits_and_keeps_forearm_roll(task, embodiment
         assert np.all(speed <= embodiment.velocity_limit), (seed, speed.max(0))
         np.testing.assert_allclose(plan[:, [3, 10]], 0.0, atol=1e-12)
     env.close_env()
+
+
+def test_torch_compilers_load_after_a_frame_is_rendered():
+    """Mesa's llvmpipe and triton each bring an LLVM: importing diffusers (which loads triton through
+    torch._dynamo) after the first GL context used to segfault; the renderer now loads triton first."""
+    import subprocess
+    import sys
+
+    script = ("import configs; from configs.embodiment import load_embodiment; from configs.schema import RenderConfig;"
+              "from sim.tasks import make_task;"
+              "env = make_task(configs.load_task_config('lift_bar'), load_embodiment('aloha_viperx'),"
+              " RenderConfig(height=32, width=32, cameras=['cam_high'])); env.setup_demo(seed=1); env.render('cam_high');"
+              "import diffusers; print('ok')")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-2000:]
