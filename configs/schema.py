@@ -11,8 +11,8 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from configs.constants import (CAMERAS, FUTURE_CONDITIONS, MIN_RANKED_POLICIES, PREDICTIONS, SAMPLERS,
-                               WM_EVAL_METHODS)
+from configs.constants import (CAMERAS, FUTURE_CONDITIONS, MIN_RANKED_POLICIES, PLANNER_POLICIES, PREDICTIONS,
+                               SAMPLERS, WM_EVAL_METHODS)
 
 
 def _check(cond: bool, where: str, msg: str) -> None:
@@ -77,18 +77,19 @@ class DatasetConfig:
 
 @dataclass
 class PolicyConfig:
-    kind: str = "expert"  # expert | noisy_expert | replay | import | planner
+    kind: str = "expert"  # expert | noisy_expert | replay | import | planner | planner_lookahead
     noise_level: float = 0.0  # noisy_expert: std (rad, normalised for grippers) of the perturbation
     noise_correlation: float = 0.9  # noisy_expert: AR(1) coefficient of the perturbation per step
     dataset_root: Optional[str] = None  # replay: dataset whose actions are replayed
     target: Optional[str] = None  # import: "package.module:Class", with reset() and select_action(obs)
     kwargs: dict[str, Any] = field(default_factory=dict)
     name: Optional[str] = None  # label in reports; defaults to kind
-    # planner: world model + IDM behind the safety filter (defined in the planner section below)
+    # planner: world model + IDM behind the safety filter (defined in the planner section below);
+    # planner_lookahead: the same with the simulator in place of the world model (sim/lookahead.py)
     planner: PlannerConfig = field(default_factory=lambda: PlannerConfig())
 
     def __post_init__(self) -> None:
-        kinds = ("expert", "noisy_expert", "replay", "import", "planner")
+        kinds = ("expert", "noisy_expert", "replay", "import", *PLANNER_POLICIES)
         _check(self.kind in kinds, "policy.kind", f"unknown '{self.kind}'; known: {list(kinds)}")
         _check(self.noise_level >= 0, "policy.noise_level", f"must be >= 0, got {self.noise_level}")
         _check(0 <= self.noise_correlation < 1, "policy.noise_correlation", f"must be in [0, 1), got {self.noise_correlation}")

@@ -14,7 +14,7 @@ import importlib
 
 import numpy as np
 
-from configs.constants import ACTION_DIM, GRIPPER_INDICES
+from configs.constants import ACTION_DIM, GRIPPER_INDICES, PLANNER_POLICIES
 from configs.schema import PlannerConfig, PolicyConfig
 from sim.dataset import LeRobotDataset
 from sim.tasks import BimanualTask
@@ -90,15 +90,27 @@ class PlannerPolicy:
     """``real_robot.planner.Planner`` in the simulator: sim time (control steps since ``reset`` x dt) is the
     clock, the planner's camera frame and the joint state are stamped with it, and the policy executes what
     the safety filter returns (the current joint state when it has no command). It counts its own steps, so
-    it runs unchanged in MuJoCo and in the neural simulator (``sim.neural_env``)."""
+    it runs unchanged in MuJoCo and in the neural simulator (``sim.neural_env``).
 
-    def __init__(self, env: BimanualTask, cfg: PlannerConfig):
+    ``lookahead=True`` (``policy=planner_lookahead``, MuJoCo only) replaces the world model with
+    ``sim.lookahead.ExpertLookahead``: the planner with a perfect world model."""
+
+    def __init__(self, env: BimanualTask, cfg: PlannerConfig, lookahead: bool = False):
         from real_robot.planner import Planner  # torch and diffusers only for this policy
 
         if cfg.camera not in env.camera_ids:
             raise ValueError(f"planner camera '{cfg.camera}' is not rendered; render.cameras = {list(env.camera_ids)}")
         self.env = env
-        self.planner = Planner.from_config(cfg, env.embodiment)
+        self.lookahead = None
+        if lookahead:
+            from idm.model import InverseDynamicsModel
+            from sim.lookahead import ExpertLookahead
+
+            idm = InverseDynamicsModel.from_pretrained(cfg.idm, embodiment=env.embodiment)
+            self.lookahead = ExpertLookahead(env, cfg.camera, idm.config.fps, idm.config.image_size)
+            self.planner = Planner(self.lookahead, idm, env.embodiment, cfg)
+        else:
+            self.planner = Planner.from_config(cfg, env.embodiment)
         size, wm_size = [env.render_cfg.height, env.render_cfg.width], list(self.planner.pipe.config.image_size)
         if size != wm_size:
             raise ValueError(f"render size {size} differs from the world model's {wm_size}")
@@ -106,6 +118,8 @@ class PlannerPolicy:
         self.t = 0
 
     def reset(self) -> None:
+        if self.lookahead is not None:
+            self.lookahead.reset()
         self.planner.reset(self.env.get_instruction())
         self.t = 0
 
@@ -146,8 +160,8 @@ def make_policy(cfg: PolicyConfig, env: BimanualTask):
         return NoisyExpertPolicy(env, cfg.noise_level, cfg.noise_correlation)
     if cfg.kind == "replay":
         return ReplayPolicy(env, cfg.dataset_root)
-    if cfg.kind == "planner":
-        return PlannerPolicy(env, cfg.planner)
+    if cfg.kind in PLANNER_POLICIES:
+        return PlannerPolicy(env, cfg.planner, lookahead=cfg.kind == "planner_lookahead")
     cls = import_object(cfg.target)
     policy = cls(**cfg.kwargs)
     for method in ("reset", "select_action"):
@@ -160,7 +174,7 @@ def policy_settings(cfg: PolicyConfig) -> dict:
     """The settings that decide what a policy does, for the settings digests of campaign and MPC records: the
     planner section only for ``kind: planner`` (a new planner field must not invalidate noisy-expert records)."""
     settings = dataclasses.asdict(cfg)
-    if cfg.kind != "planner":
+    if cfg.kind not in PLANNER_POLICIES:
         settings.pop("planner")
     return settings
 
