@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -137,6 +138,7 @@ class Planner:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner") if cfg.asynchronous else None
         self._pending: Future | None = None
         self._pending_stamp = 0.0
+        self._estop_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, cfg: PlannerConfig, embodiment: Embodiment) -> Planner:
@@ -150,15 +152,22 @@ class Planner:
         """A new episode: empty history and chunk, a fresh safety filter. An e-stop stays latched and so does
         its hold: the fresh filter continues from the last command (and velocity, if still braking) instead of
         taking the new episode's joint state, so nothing published changes until the reset."""
-        old = self.safety
-        self.safety = SafetyFilter(self.embodiment, old.cfg, cameras=[self.cfg.camera])
-        if old.estopped:
-            self.safety.estop()
-            self.safety.command, self.safety.velocity = old.command, old.velocity
+        with self._estop_lock:  # an e-stop from another thread lands on the old filter (and is carried) or the new
+            old = self.safety
+            fresh = SafetyFilter(self.embodiment, old.cfg, cameras=[self.cfg.camera])
+            if old.estopped:
+                fresh.estop()
+                fresh.command, fresh.velocity = old.command, old.velocity
+            self.safety = fresh
         self.history.clear()
         self.instruction = instruction
         self.chunk, self.cursor, self.execute_until, self.num_plans = np.zeros((0, ACTION_DIM)), 0, 0, 0
         self._pending = None  # a plan still in flight belongs to the last episode: its result is dropped
+
+    def estop(self) -> None:
+        """Latch the e-stop; safe to call from another thread than the control loop (``reset`` never loses it)."""
+        with self._estop_lock:
+            self.safety.estop()
 
     def observe(self, frames: dict[str, np.ndarray], stamp: float) -> None:
         """Camera frames (HxWx3 uint8) captured at ``stamp``. An out-of-order frame is dropped, and the

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from configs.constants import EPISODE_KEY, EPISODES_FILE, robotwin_start_seed
 from configs.run_files import atomic_write_json, atomic_write_text, save_resolved_config
-from configs.schema import EvalRosConfig, validate
+from configs.schema import EvalRosConfig, PlannerConfig, validate
 from real_robot.ros_workspace import PACKAGE, build_workspace, installed_params, node_executable, stop_process, \
     workspace_env
 from sim.records import load_records, settings_digest
@@ -74,11 +74,13 @@ def reference_seeds(cfg: EvalRosConfig, path: Path) -> dict[str, list[int]]:
     ref_policy = info.get("policy", {})
     if ref_policy.get("kind") != "planner":
         raise ValueError(f"reference {path}: policy.kind is '{ref_policy.get('kind')}', expected 'planner'")
-    ours = dataclasses.asdict(cfg.policy.planner)
-    for name, value in ours.items():
-        if name not in RUN_ONLY_FIELDS and ref_policy["planner"].get(name) != value:
-            raise ValueError(f"reference {path}: policy.planner.{name} is {ref_policy['planner'].get(name)!r} there "
-                             f"and {value!r} here; compare runs of the same planner")
+    ours, defaults = dataclasses.asdict(cfg.policy.planner), dataclasses.asdict(PlannerConfig())
+    # a field the reference lacks is newer than it: that run used the field's default
+    theirs = {name: ref_policy["planner"].get(name, defaults[name]) for name in ours}
+    differ = [f"policy.planner.{name} is {theirs[name]!r} there and {value!r} here" for name, value in ours.items()
+              if name not in RUN_ONLY_FIELDS and theirs[name] != value]
+    if differ:
+        raise ValueError(f"reference {path}: {'; '.join(differ)}; compare runs of the same planner")
     seeds = {}
     for task in cfg.tasks:
         if task not in info.get("per_task", {}):

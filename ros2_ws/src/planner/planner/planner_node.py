@@ -163,7 +163,7 @@ class PlannerNode(Node):
 
     def on_estop(self, msg: Bool) -> None:
         if msg.data:
-            self.planner.safety.estop()
+            self.planner.estop()
             self.get_logger().warning("e-stop latched (publish std_msgs/Empty on ~/reset to clear)")
         else:
             self.get_logger().info("e-stop false ignored: the latch is cleared only by ~/reset")
