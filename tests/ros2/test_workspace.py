@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 
 from real_robot.ros_env import loopback_env
 from real_robot.ros_eval import log_tail
@@ -185,16 +186,17 @@ def test_planner_against_the_sim_robot_over_loopback(install, checkpoints, embod
         while not diagnostics[-1]["estopped"] and time.monotonic() < deadline:
             spin_for(0.2)
         assert diagnostics[-1]["estopped"], "the e-stop was not latched"
-        # Both nodes run on sim time, which runs slower than wall time on a loaded machine: wait in sim time
-        # (command stamps), with a generous wall-clock deadline. Braking takes at most v / a = 0.13 s on the
-        # ViperX; from 0.5 s of sim time after the latch was seen, every command must be the same hold.
-        def sim_time(msg) -> float:
-            return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-
-        latched_at = max(sim_time(msgs[-1]) for msgs in received.values())
+        # Braking is counted in control ticks, one command each: at most v_max / (a_max * dt) of them at the
+        # installed params' scales, however slowly a loaded machine runs the ticks in sim time (a 0.5 s sim-time
+        # allowance failed when ticks came every 0.06-0.16 s). After those, every command must be the same hold.
+        safety = yaml.safe_load(params.read_text())["/**"]["ros__parameters"]["safety"]
+        v_max = embodiment.velocity_limit * safety["velocity_scale"]
+        step = embodiment.acceleration_limit * safety["acceleration_scale"] * embodiment.dt
+        brake_ticks = int(np.ceil(np.max(v_max / step))) + 2
+        seen = {arm: len(msgs) for arm, msgs in received.items()}  # all sent after the latch began
 
         def held(arm: str) -> list[np.ndarray]:
-            return [np.array(m.position) for m in received[arm] if sim_time(m) > latched_at + 0.5]
+            return [np.array(m.position) for m in received[arm][seen[arm] + brake_ticks:]]
 
         deadline = time.monotonic() + 60
         while min(len(held(arm)) for arm in received) < 25 and time.monotonic() < deadline:
