@@ -16,15 +16,12 @@ success in ``eva-eval-idm``). A world model that falls short of it is what limit
 from __future__ import annotations
 
 import copy
-import logging
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from sim.tasks import BimanualTask
-
-log = logging.getLogger(__name__)
 
 
 class ExpertLookahead:

@@ -22,9 +22,11 @@ import numpy as np
 import pytest
 import yaml
 
+from configs.schema import SafetyConfig
 from real_robot.ros_env import loopback_env
 from real_robot.ros_eval import log_tail
 from real_robot.ros_workspace import REPO, stop_process, workspace_env
+from real_robot.safety import SafetyFilter
 from tests.ros2.conftest import udp_sockets
 
 PACKAGE = REPO / "ros2_ws" / "src" / "planner"
@@ -70,8 +72,6 @@ def test_launch_file_matches_the_package():
 
 
 def test_package_layout_and_params_files():
-    import yaml
-
     assert (PACKAGE / "resource" / "planner").is_file() and (PACKAGE / "planner" / "__init__.py").is_file()
     assert "<build_type>ament_python</build_type>" in (PACKAGE / "package.xml").read_text()
     cfg = configparser.ConfigParser()
@@ -189,10 +189,9 @@ def test_planner_against_the_sim_robot_over_loopback(install, checkpoints, embod
         # Braking is counted in control ticks, one command each: at most v_max / (a_max * dt) of them at the
         # installed params' scales, however slowly a loaded machine runs the ticks in sim time (a 0.5 s sim-time
         # allowance failed when ticks came every 0.06-0.16 s). After those, every command must be the same hold.
-        safety = yaml.safe_load(params.read_text())["/**"]["ros__parameters"]["safety"]
-        v_max = embodiment.velocity_limit * safety["velocity_scale"]
-        step = embodiment.acceleration_limit * safety["acceleration_scale"] * embodiment.dt
-        brake_ticks = int(np.ceil(np.max(v_max / step))) + 2
+        installed = SafetyFilter(embodiment, SafetyConfig(
+            **yaml.safe_load(params.read_text())["/**"]["ros__parameters"]["safety"]))
+        brake_ticks = int(np.ceil(np.max(installed.max_velocity / installed.max_velocity_step))) + 2
         seen = {arm: len(msgs) for arm, msgs in received.items()}  # all sent after the latch began
 
         def held(arm: str) -> list[np.ndarray]:
