@@ -11,8 +11,8 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from configs.constants import (CAMERAS, FUTURE_CONDITIONS, MIN_RANKED_POLICIES, PLANNER_POLICIES, PREDICTIONS,
-                               SAMPLERS, WM_EVAL_METHODS)
+from configs.constants import (CAMERAS, FUTURE_CONDITIONS, MIN_RANKED_POLICIES, MOTION_REFERENCES, PLANNER_POLICIES,
+                               PREDICTIONS, SAMPLERS, WM_EVAL_METHODS)
 
 
 def _check(cond: bool, where: str, msg: str) -> None:
@@ -270,7 +270,11 @@ class ExecutabilityRewardConfig:
     gamma: float = 1.0
     calibration_file: Optional[str] = None  # made by eva-calibrate-reward; holds P_0 and the motion floor
     p0_quantile: float = 0.5  # P_0 = this quantile of the pre-trained model's penalties
-    min_speed_fraction: float = 0.25  # motion floor = this fraction of the pre-trained median speed; 0 = off
+    # the motion gate's floor is min_speed_fraction times a reference speed (0 = no gate):
+    #   pretrained: the pre-trained model's median decoded speed, one floor for all (stored with P_0)
+    #   recorded:   the mean speed of the recorded (commanded) actions of the same window, per sample
+    motion_reference: str = "pretrained"
+    min_speed_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         _check(self.rate in ("control", "video"), "reward.rate", f"must be 'control' or 'video', got '{self.rate}'")
@@ -279,6 +283,8 @@ class ExecutabilityRewardConfig:
         for name in ("lambda_jerk", "lambda_acc", "lambda_vel_limit", "lambda_acc_limit", "min_speed_fraction"):
             _check(getattr(self, name) >= 0, f"reward.{name}", f"must be >= 0, got {getattr(self, name)}")
         _check(0 < self.p0_quantile < 1, "reward.p0_quantile", f"must be in (0, 1), got {self.p0_quantile}")
+        _check(self.motion_reference in MOTION_REFERENCES, "reward.motion_reference",
+               f"must be one of {MOTION_REFERENCES}, got '{self.motion_reference}'")
 
 
 # ============================================================================ world model
@@ -366,6 +372,9 @@ class TrainWMConfig:
     ema_decay: float = 0.0  # 0 = no EMA; the final model takes the EMA weights when on
     noise_schedule: str = "history"  # history: a random number of clean leading frames | independent: per frame
     history_noise: float = 0.0  # history frames get sigma ~ U(0, history_noise) (0 = clean, as at sampling)
+    # predicted frames' sigmas are drawn up to this level only: set it to the sampler's init_sigma so that no
+    # training goes to levels a warm-started sampler never visits (1 = the whole range)
+    max_sigma: float = 1.0
     action_dropout: float = 0.5  # fraction of samples trained without actions (visual-planner mode)
     max_steps: int = 2000
     max_minutes: float = 20.0
@@ -387,6 +396,7 @@ class TrainWMConfig:
         _check(0 <= self.action_dropout <= 1, "action_dropout", f"must be in [0, 1], got {self.action_dropout}")
         _check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         _check(0 <= self.history_noise < 1, "history_noise", f"must be in [0, 1), got {self.history_noise}")
+        _check(0 < self.max_sigma <= 1, "max_sigma", f"must be in (0, 1], got {self.max_sigma}")
         _check(self.camera in CAMERAS, "camera", f"unknown '{self.camera}'; known {list(CAMERAS)}")
         for name in ("max_steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "val_windows",
                      "num_future_frames", "lora_rank"):
@@ -563,11 +573,17 @@ class GRPOExperimentConfig:
     output_dir: str = "runs/grpo_experiment"
     rewards: list[str] = field(default_factory=lambda: ["executability", "perceptual"])
     episodes_per_task: int = 50  # imagined episodes executed in MuJoCo per task, before and after
+    # executability reward settings (ExecutabilityRewardConfig fields, e.g. motion_reference=recorded), the same
+    # in the calibration, the GRPO run and both evaluations
+    executability_overrides: list[str] = field(default_factory=list)
     calibrate_overrides: list[str] = field(default_factory=list)  # extra overrides of each stage
     grpo_overrides: list[str] = field(default_factory=list)
     eval_overrides: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        names = {f.name for f in fields(ExecutabilityRewardConfig)}
+        bad = [o for o in self.executability_overrides if o.split("=", 1)[0] not in names or "=" not in o]
+        _check(not bad, "executability_overrides", f"{bad}: expected <field>=<value> with a field of {sorted(names)}")
         bad = [r for r in self.rewards if r not in ("executability", "perceptual")]
         _check(not bad and len(self.rewards) > 0, "rewards", f"expected executability and/or perceptual, got {list(self.rewards)}")
         _check(self.episodes_per_task >= 0, "episodes_per_task", f"must be >= 0, got {self.episodes_per_task}")

@@ -12,7 +12,8 @@ Noise levels per latent frame (sigma = noise fraction, see ``world_model.model``
 * ``history``: a random number (1 .. all) of leading history latent frames are clean (or lightly
   noised up to ``history_noise``), every later frame shares one sigma; the loss covers those frames.
 * ``independent``: every frame draws its own sigma (Diffusion Forcing); the loss covers all frames.
-Sigmas are drawn uniformly and moved by Wan's flow shift, ``s * u / (1 + (s - 1) * u)``.
+Sigmas are drawn uniformly and moved by Wan's flow shift, ``s * u / (1 + (s - 1) * u)``; ``max_sigma`` < 1
+restricts the draw to the levels at or below it (those a sampler warm-started at ``init_sigma`` visits).
 
 Several processes (torchrun, gloo on CPU or NCCL on GPU): every process draws the same global batch
 and takes its slice; gradients are summed over processes with a loss normalised by the global batch,
@@ -63,18 +64,24 @@ def shifted(u: np.ndarray, shift: float) -> np.ndarray:
     return shift * u / (1 + (shift - 1) * u)
 
 
+def unshifted(sigma: float, shift: float) -> float:
+    """The inverse of ``shifted``: the uniform draw that the flow shift moves to ``sigma``."""
+    return sigma / (shift - (shift - 1) * sigma)
+
+
 def draw_noise(cfg: TrainWMConfig, seed_key: tuple[int, ...], latent_shape: tuple[int, ...], n_hist: int,
                flow_shift: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """One sample's noise, per-frame sigmas, loss mask per frame and action keep flag, from its own seed."""
     rng = np.random.default_rng(seed_key)
     n_frames = latent_shape[1]
+    u_max = unshifted(cfg.max_sigma, flow_shift)
     noise = torch.from_numpy(rng.standard_normal(latent_shape, dtype=np.float32))
     if cfg.noise_schedule == "independent":
-        sig = shifted(rng.random(n_frames), flow_shift)
+        sig = shifted(rng.random(n_frames) * u_max, flow_shift)
         loss_mask = np.ones(n_frames)
     else:
         clean = rng.integers(1, n_hist + 1)
-        sig = np.full(n_frames, shifted(rng.random(), flow_shift))
+        sig = np.full(n_frames, shifted(rng.random() * u_max, flow_shift))
         sig[:clean] = rng.random(clean) * cfg.history_noise
         loss_mask = np.arange(n_frames) >= clean
     keep_actions = float(rng.random() >= cfg.action_dropout)

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from configs.schema import TrainWMConfig
 from tests.world_model.conftest import TINY_WM, wm_train_config
 from world_model.pipeline import WorldModelPipeline
-from world_model.train import train
+from world_model.train import draw_noise, shifted, train, unshifted
+
 
 def _cfg(root, run_dir, *overrides) -> TrainWMConfig:
     return wm_train_config(root, run_dir, *overrides)
@@ -47,6 +48,24 @@ def test_lora_run_writes_a_loadable_lora_file(lift_dataset, tmp_path):
     base = pipe.rollout(history, "lift the bar", num_frames=4, steps=2, seed=0)
     pipe.load_lora_weights(out)
     assert not torch.equal(base, pipe.rollout(history, "lift the bar", num_frames=4, steps=2, seed=0))
+
+
+@pytest.mark.parametrize("schedule", ["history", "independent"])
+def test_max_sigma_confines_the_drawn_noise_levels(lift_dataset, tmp_path, schedule):
+    shape, n_hist, shift = (48, 12, 16, 16), 5, 3.0
+    assert unshifted(float(shifted(0.37, shift)), shift) == pytest.approx(0.37)
+    full = _cfg(lift_dataset, tmp_path, f"noise_schedule={schedule}")
+    low = _cfg(lift_dataset, tmp_path, f"noise_schedule={schedule}", "max_sigma=0.3")
+    drawn_full = [draw_noise(full, (0, i), shape, n_hist, shift) for i in range(200)]
+    drawn_low = [draw_noise(low, (0, i), shape, n_hist, shift) for i in range(200)]
+    sig_full = torch.cat([d[1][d[2] > 0] for d in drawn_full])
+    sig_low = torch.cat([d[1][d[2] > 0] for d in drawn_low])
+    assert sig_full.max() > 0.9 and 0.25 < sig_low.max() <= 0.3
+    # the same random draws: noise, loss mask and action flag are unchanged, only the levels move
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[2], b[2]) and a[3] == b[3]
+               for a, b in zip(drawn_full, drawn_low))
+    with pytest.raises(ValueError, match="max_sigma"):
+        _cfg(lift_dataset, tmp_path, "max_sigma=0")
 
 
 def test_bad_batch_split_is_refused(lift_dataset, tmp_path):
