@@ -64,6 +64,7 @@ PLANNER_POLICIES = ("planner", "planner_lookahead")  # policy kinds that run rea
 SAMPLERS = ("euler", "unipc")  # WorldModelPipeline.denoise: Euler, or UniPC (2nd order)
 PREDICTIONS = ("velocity", "residual", "gated_residual")
 RESIDUAL_PREDICTIONS = ("residual", "gated_residual")  # zero-initialised output: a fresh model holds the newest frame
+MOTION_REFERENCES = ("pretrained", "recorded")  # the executability reward's motion-gate floor
 
 # Real2Sim (sim/real2sim.py, eva-campaign): fewer policies than this say nothing about a ranking
 MIN_RANKED_POLICIES = 3

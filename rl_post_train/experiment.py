@@ -45,11 +45,13 @@ def run_stages(cfg: GRPOExperimentConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     calibration = out / CALIBRATION_FILE
     common = [f"embodiment={cfg.embodiment['name']}"]
+    exe = list(cfg.executability_overrides)  # "++": a stage's YAML need not list the field; its schema checks it
     if not calibration.exists():
         log.info("stage 1: calibrating P_0")
         calibrate(validate(configs.compose("calibrate_reward", [
             *common, f"checkpoint={cfg.checkpoint}", f"idm_checkpoint={cfg.idm_checkpoint}",
-            f"dataset_root={cfg.train_dataset}", f"output={calibration}", *cfg.calibrate_overrides]),
+            f"dataset_root={cfg.train_dataset}", f"output={calibration}",
+            *(f"++reward.executability.{o}" for o in exe), *cfg.calibrate_overrides]),
             CalibrateRewardConfig))
     models = {"before": cfg.checkpoint}
     for reward in cfg.rewards:
@@ -59,7 +61,8 @@ def run_stages(cfg: GRPOExperimentConfig) -> dict:
             train(validate(configs.compose("grpo", [
                 *common, f"reward={reward}", f"checkpoint={cfg.checkpoint}", f"idm_checkpoint={cfg.idm_checkpoint}",
                 f"dataset_root={cfg.train_dataset}", f"run_dir={run_dir}",
-                *([f"reward.executability.calibration_file={calibration}"] if reward == "executability" else []),
+                *([f"reward.executability.calibration_file={calibration}", *(f"++reward.executability.{o}" for o in exe)]
+                  if reward == "executability" else []),
                 *cfg.grpo_overrides]), GRPOConfig))
         models[reward] = str(run_dir / "model")
     evals = {}
@@ -70,6 +73,7 @@ def run_stages(cfg: GRPOExperimentConfig) -> dict:
             evaluate_wm(validate(configs.compose("eval_wm", [
                 *common, f"checkpoint={ckpt}", f"dataset_root={cfg.test_dataset}", f"output_dir={eval_dir}",
                 f"idm_checkpoint={cfg.idm_checkpoint}", f"reward.calibration_file={calibration}",
+                *(f"++reward.{o}" for o in exe),
                 f"episodes_per_task={cfg.episodes_per_task}", *cfg.eval_overrides,
                 *([] if name == "before" else ["methods=[model]"])]), EvalWMConfig))
         evals[name] = json.loads((eval_dir / "wm_eval.json").read_text())
@@ -154,6 +158,7 @@ def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
     row("jerk term (rad/s^3, Huber)", exe("jerk"))
     row("velocity-limit violations (fraction of steps)", exe("vel_violation_frac"))
     row("acceleration-limit violations (fraction of steps)", exe("acc_violation_frac"))
+    row("motion gate (1 = moves at least the floor)", exe("motion_gate"))
     row("mean joint speed (rad/s)", exe("mean_speed"))
     for mode in ("planner", "simulator"):
         row(f"LPIPS vs ground truth, {mode} mode (lower is better)",
@@ -162,7 +167,8 @@ def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
     gt = before.get("executability", {}).get("ground_truth")
     if gt:
         lines += ["", f"The held-out ground-truth videos through the same IDM score {gt['reward']['mean']:.4g} "
-                  f"(penalty {gt['penalty']['mean']:.4g}, jerk term {gt['jerk']['mean']:.4g}).", ""]
+                  f"(penalty {gt['penalty']['mean']:.4g}, jerk term {gt['jerk']['mean']:.4g}, mean joint speed "
+                  f"{gt['mean_speed']['mean']:.4g} rad/s).", ""]
     if "mujoco" in before:
         lines += ["## Imagined episodes executed in MuJoCo (open loop, 95% Wilson intervals)", "",
                   "| task | before | " + " | ".join(f"after {r}" for r in cfg.rewards) + " | ground-truth video |",

@@ -9,8 +9,12 @@ sample's total is left there for the GRPO step to drop and count (``rl_post_trai
   the embodiment's velocity and acceleration limits; ``R = (1 + P / P_0)^(-gamma)``. Vector
   quantities are summed over the 14 joints, then averaged over time. A frozen video decodes to
   constant actions with zero penalty, the reward hack EVA reports (static robots, its figure S2); the
-  motion gate multiplies R by ``min(1, mean speed / min_speed)``, so a video whose decoded joints move
-  less than ``min_speed`` (calibrated with ``P_0``) earns proportionally less, and a frozen one earns 0.
+  motion gate multiplies R by ``min(1, mean speed / floor)``, so a video whose decoded joints move
+  less than the floor earns proportionally less, and a frozen one earns 0. The floor is either one
+  speed calibrated with ``P_0`` (``motion_reference: pretrained``), or a fraction of the speed the robot
+  was commanded in the same recorded window (``recorded``, DESIGN.md's "IDM check against commanded
+  motion"): slowing down then costs reward in every window that moves, and a window where the robot
+  stood still asks for no motion.
 * :func:`perceptual_reward` (RLVR-World): ``-(L1 + LPIPS)`` of predicted against ground-truth frames,
   averaged over frames (RLVR-World sums over frames; the mean keeps the scale independent of the
   clip length, which group-normalised advantages ignore anyway), or MSE, MAE, PSNR, SSIM variants.
@@ -136,14 +140,28 @@ class ExecutabilityReward:
                 "vel_violation_frac": (v.abs() > self.v_max).any(-1).float().mean(-1),
                 "acc_violation_frac": (acc.abs() > self.a_max).any(-1).float().mean(-1)}
 
-    def __call__(self, actions: torch.Tensor, video_fps: float) -> RewardOutput:
+    def motion_floor(self, recorded: torch.Tensor | None, video_fps: float, batch: int) -> torch.Tensor:
+        """(B,) speeds below which the reward is scaled down; 0 where no motion is asked for."""
+        if self.cfg.motion_reference == "pretrained":
+            return torch.full((batch,), float(self.calibration.min_speed))
+        if recorded is None:
+            raise ValueError("reward.motion_reference=recorded needs the recorded actions of each window")
+        speed = self.penalty(recorded, video_fps)["mean_speed"]
+        if speed.shape != (batch,):
+            raise ValueError(f"recorded actions: {tuple(recorded.shape)} for a batch of {batch}")
+        return self.cfg.min_speed_fraction * speed
+
+    def __call__(self, actions: torch.Tensor, video_fps: float, recorded: torch.Tensor | None = None
+                 ) -> RewardOutput:
+        """``recorded``: the commanded actions of the same windows and frames as ``actions`` (needed by
+        ``motion_reference: recorded``)."""
         if self.calibration is None:
             raise ValueError(f"the executability reward needs P_0; run `{CALIBRATE_COMMAND}` first")
         parts = self.penalty(actions, video_fps)
         r = (1 + parts["penalty"] / self.calibration.p0) ** (-self.cfg.gamma)
-        gate = torch.ones_like(r)
-        if self.calibration.min_speed > 0:
-            gate = torch.clamp(parts["mean_speed"] / self.calibration.min_speed, max=1.0)
+        floor = self.motion_floor(recorded, video_fps, len(r))
+        gate = torch.where(floor > 0, torch.clamp(parts["mean_speed"] / floor, max=1.0), torch.ones_like(r))
+        parts["motion_floor"] = floor
         parts["motion_gate"] = gate
         parts["smoothness"] = r
         return RewardOutput(total=r * gate, components=parts)

@@ -65,7 +65,8 @@ MODES = ("planner", "simulator")
 METRICS = ("psnr", "ssim", "lpips", "repetition")
 PAIRED_METRICS = ("psnr", "ssim", "lpips")  # per-frame scores, compared window by window
 # executability of IDM-decoded planner rollouts (rl_post_train.rewards.ExecutabilityReward.penalty)
-EXEC_METRICS = ("reward", "penalty", "jerk", "acc_smooth", "vel_violation_frac", "acc_violation_frac", "mean_speed")
+EXEC_METRICS = ("reward", "motion_gate", "penalty", "jerk", "acc_smooth", "vel_violation_frac", "acc_violation_frac",
+                "mean_speed")
 
 
 def untrained_copy(pipe: WorldModelPipeline, seed: int) -> WorldModelPipeline:
@@ -145,13 +146,15 @@ def paired_difference(model: dict[str, list], baseline: dict[str, list]) -> dict
 
 
 def executability(exe: ExecutabilityReward, idm: InverseDynamicsModel, history: torch.Tensor, pred: torch.Tensor,
-                  fps: int) -> dict[str, np.ndarray]:
-    """EVA's penalty terms (and reward, when calibrated) of the IDM-decoded actions of history + prediction."""
+                  recorded: torch.Tensor, fps: int) -> dict[str, np.ndarray]:
+    """EVA's penalty terms (and reward, when calibrated) of the IDM-decoded actions of history + prediction;
+    ``recorded``: the window's commanded actions from the last history frame on (the recorded motion gate)."""
     actions = decode_video(idm, torch.cat([history, pred], dim=1))[:, history.shape[1] - 1:]
     parts = exe.penalty(actions, fps)
     out = {k: parts[k].numpy() for k in EXEC_METRICS if k in parts}
     if exe.calibration is not None:
-        out["reward"] = exe(actions, fps).total.numpy()
+        r = exe(actions, fps, recorded)
+        out["reward"], out["motion_gate"] = r.total.numpy(), r.components["motion_gate"].numpy()
     return out
 
 
@@ -258,7 +261,7 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
                         per_frame[mode][name][k].extend(v.tolist())
             if mode == "planner" and exe is not None:
                 for name, pred in {**preds, "ground_truth": truth}.items():
-                    for k, v in executability(exe, idm, history, pred, pipe.config.fps).items():
+                    for k, v in executability(exe, idm, history, pred, actions[:, h - 1:], pipe.config.fps).items():
                         exec_scores[name][k].extend(v.tolist())
             if mode == "simulator" and len(grids) < cfg.num_videos:
                 grids.extend(torch.cat([truth, *(preds[m] for m in methods)], dim=-1)[:cfg.num_videos - len(grids)])

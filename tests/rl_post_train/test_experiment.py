@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 import configs
 from configs.schema import GRPOExperimentConfig, validate
+from rl_post_train import experiment
 from rl_post_train.experiment import report, run_stages
 from tests.rl_post_train.conftest import TINY_GRPO
 
@@ -13,10 +16,22 @@ def quoted(items: list[str]) -> str:
     return "[" + ",".join(f"'{i}'" for i in items) + "]"
 
 
-def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path):
+def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path, monkeypatch):
     root, wm, idm, _ = tiny_models
+    seen = {}  # stage -> its executability reward config, recorded on the way through
+
+    def recording(stage, fn, get):
+        def run(cfg):
+            seen.setdefault(stage, []).append(get(cfg))
+            return fn(cfg)
+        monkeypatch.setattr(experiment, stage, run)
+
+    recording("calibrate", experiment.calibrate, lambda c: c.reward.executability)
+    recording("train", experiment.train, lambda c: c.reward.executability)
+    recording("evaluate_wm", experiment.evaluate_wm, lambda c: c.reward)
     overrides = [f"checkpoint={wm}", f"idm_checkpoint={idm}", f"train_dataset={root}", f"test_dataset={root}",
                  f"output_dir={tmp_path}", "episodes_per_task=1",
+                 "executability_overrides=" + quoted(["motion_reference=recorded", "min_speed_fraction=0.5"]),
                  "calibrate_overrides=" + quoted(["num_prompts=2", "batch_size=2", "num_future_frames=4", "steps=2"]),
                  "grpo_overrides=" + quoted([*TINY_GRPO, "max_steps=1"]),
                  "eval_overrides=" + quoted(["task=[lift_bar]", "num_future_frames=4", "num_windows=2", "batch_size=2",
@@ -24,6 +39,11 @@ def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path):
     cfg = validate(configs.compose("grpo_experiment", overrides), GRPOExperimentConfig)
     evals = run_stages(cfg)
     assert set(evals) == {"before", "executability", "perceptual"}
+    # the executability settings reach the calibration, the executability GRPO run and every evaluation
+    reward_settings = [seen["calibrate"][0], seen["train"][0], *seen["evaluate_wm"]]
+    assert len(reward_settings) == 5
+    assert all(r.motion_reference == "recorded" and r.min_speed_fraction == 0.5 for r in reward_settings)
+    assert "motion_gate" in evals["before"]["executability"]["model"]
     assert "untrained" in evals["before"]["modes"]["planner"] and "untrained" not in evals["perceptual"]["modes"]["planner"]
     text = report(cfg, evals)
     assert "| executability reward (EVA, higher is better) |" in text and "| lift_bar |" in text
@@ -31,3 +51,9 @@ def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path):
     stamp = (tmp_path / "eval_before" / "wm_eval.json").stat().st_mtime_ns
     run_stages(cfg)  # everything exists: nothing reruns
     assert (tmp_path / "eval_before" / "wm_eval.json").stat().st_mtime_ns == stamp
+
+
+def test_executability_overrides_must_name_reward_fields():
+    with pytest.raises(ValueError, match="executability_overrides"):
+        validate(configs.compose("grpo_experiment", ["executability_overrides=['motion_ref=recorded']"]),
+                 GRPOExperimentConfig)

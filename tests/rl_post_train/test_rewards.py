@@ -92,6 +92,24 @@ def test_frozen_video_earns_nothing(embodiment):
     assert r(moving, FPS).total.item() == pytest.approx(1.0)
 
 
+def test_recorded_motion_gate_asks_for_the_commanded_motion_of_each_window(embodiment):
+    """motion_reference=recorded: the floor is a fraction of the speed recorded in the same window."""
+    r = reward(embodiment, motion_reference="recorded", min_speed_fraction=0.5)
+    ramp = [0.1 * t for t in range(8)]  # 0.1 rad/s on one joint: mean speed 0.1 / 14
+    recorded = torch.cat([one_joint(ramp), one_joint([0.3] * 8)])  # the robot moved, then stood still
+    decoded = torch.cat([one_joint([0.025 * t for t in range(8)]), one_joint([0.3] * 8)])  # a quarter speed, frozen
+    out = r(decoded, FPS, recorded)
+    # window 0: a quarter of the recorded speed against a floor of half of it; window 1 asked for no motion
+    assert out.components["motion_floor"].tolist() == pytest.approx([0.5 * 0.1 / 14, 0.0])
+    assert out.components["motion_gate"].tolist() == pytest.approx([0.5, 1.0])
+    assert out.total.tolist() == pytest.approx([0.5, 1.0])
+    assert r(torch.cat([one_joint([0.3] * 8)] * 2), FPS, recorded).total.tolist() == pytest.approx([0.0, 1.0])
+    with pytest.raises(ValueError, match="recorded actions"):
+        r(decoded, FPS)
+    with pytest.raises(ValueError, match="batch of 2"):
+        r(decoded, FPS, recorded[:1])
+
+
 def test_control_rate_interpolation_differences_at_the_control_interval(embodiment):
     r = reward(embodiment, rate="control")
     a = one_joint([0.1 * t for t in range(6)])
