@@ -116,8 +116,10 @@ def load_calibration(cfg: GRPOConfig, run_dir: Path, rank: int) -> Calibration |
     calibration = Calibration.load(src)  # refuses with the command that makes it
     if rank == 0 and src.resolve() != (run_dir / CALIBRATION_FILE).resolve():
         calibration.save(run_dir / CALIBRATION_FILE)  # stored with the run
-    log.info("executability reward: P_0 = %.4g, motion floor %.4g rad/s (%s)", calibration.p0,
-             calibration.min_speed, src)
+    exe = cfg.reward.executability
+    floor = (f"{calibration.min_speed:.4g} rad/s" if exe.motion_reference == "pretrained"
+             else f"{exe.min_speed_fraction:g} x each window's recorded speed")
+    log.info("executability reward: P_0 = %.4g, motion floor %s (%s)", calibration.p0, floor, src)
     return calibration
 
 
