@@ -150,12 +150,12 @@ def executability(exe: ExecutabilityReward, idm: InverseDynamicsModel, history: 
     """EVA's penalty terms (and reward, when calibrated) of the IDM-decoded actions of history + prediction;
     ``recorded``: the window's commanded actions from the last history frame on (the recorded motion gate)."""
     actions = decode_video(idm, torch.cat([history, pred], dim=1))[:, history.shape[1] - 1:]
-    parts = exe.penalty(actions, fps)
-    out = {k: parts[k].numpy() for k in EXEC_METRICS if k in parts}
-    if exe.calibration is not None:
-        r = exe(actions, fps, recorded)
-        out["reward"], out["motion_gate"] = r.total.numpy(), r.components["motion_gate"].numpy()
-    return out
+    if exe.calibration is None:
+        parts = exe.penalty(actions, fps)
+    else:
+        r = exe(actions, fps, recorded)  # the penalty terms are among its components
+        parts = {**r.components, "reward": r.total}
+    return {k: parts[k].numpy() for k in EXEC_METRICS if k in parts}
 
 
 def execute_imagined(cfg: EvalWMConfig, pipe: WorldModelPipeline, idm: InverseDynamicsModel, embodiment: Embodiment,
