@@ -59,11 +59,12 @@ STATIC_TOKEN_TOL = 0.05
 
 # what the world model's transformer predicts: Wan's velocity ``noise - x_data``; ``residual``, the clean
 # future latent minus the newest history latent; or ``gated_residual``, a residual plus a gated skip of the noisy
-# input (world_model.model.predicted_residual)
+# input; or ``masked_residual``, a residual plus a change logit per latent position that keeps unchanged positions
+# exactly the newest history latent (world_model.model.predicted_residual)
 PLANNER_POLICIES = ("planner", "planner_lookahead")  # policy kinds that run real_robot.planner.Planner
 SAMPLERS = ("euler", "unipc")  # WorldModelPipeline.denoise: Euler, or UniPC (2nd order)
-PREDICTIONS = ("velocity", "residual", "gated_residual")
-RESIDUAL_PREDICTIONS = ("residual", "gated_residual")  # zero-initialised output: a fresh model holds the newest frame
+PREDICTIONS = ("velocity", "residual", "gated_residual", "masked_residual")
+RESIDUAL_PREDICTIONS = ("residual", "gated_residual", "masked_residual")  # zero-initialised output: a fresh model holds the newest frame
 MOTION_REFERENCES = ("pretrained", "recorded")  # the executability reward's motion-gate floor
 
 # Real2Sim (sim/real2sim.py, eva-campaign): fewer policies than this say nothing about a ranking

@@ -12,7 +12,7 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from configs.constants import (CAMERAS, FUTURE_CONDITIONS, MIN_RANKED_POLICIES, MOTION_REFERENCES, PLANNER_POLICIES,
-                               PREDICTIONS, SAMPLERS, WM_EVAL_METHODS)
+                               PREDICTIONS, SAMPLERS, STATIC_TOKEN_TOL, WM_EVAL_METHODS)
 
 
 def _check(cond: bool, where: str, msg: str) -> None:
@@ -327,9 +327,10 @@ class WorldModelConfig:
     fps: int = 10
     flow_shift: float = 3.0
     future_condition: str = "zeros"  # image-to-video condition channels at future frames: zeros|last_history
-    prediction: str = "velocity"  # the transformer's output: velocity (Wan) | residual | gated_residual (world_model/model.py)
+    prediction: str = "velocity"  # the transformer's output: one of PREDICTIONS (world_model/model.py); Wan: velocity
     hold_detail: bool = False  # PCA PatchCodec: what its span leaves out is held from the newest history frame
     skip_sigma_data: float = 1.0  # gated_residual: the residual scale its skip gain assumes (small: low noise only)
+    change_threshold: float = 0.0  # masked_residual: a position changes where its logit exceeds this (sampling)
 
     def __post_init__(self) -> None:
         where = f"world_model ({self.name})"
@@ -375,6 +376,10 @@ class TrainWMConfig:
     # predicted frames' sigmas are drawn up to this level only: set it to the sampler's init_sigma so that no
     # training goes to levels a warm-started sampler never visits (1 = the whole range)
     max_sigma: float = 1.0
+    # masked_residual models: a latent position counts as changed when some channel moves more than change_tol
+    # (normalised latent units) from the newest history latent; its logit's cross-entropy weighs change_loss_weight
+    change_tol: float = STATIC_TOKEN_TOL
+    change_loss_weight: float = 0.1
     action_dropout: float = 0.5  # fraction of samples trained without actions (visual-planner mode)
     max_steps: int = 2000
     max_minutes: float = 20.0
@@ -397,6 +402,8 @@ class TrainWMConfig:
         _check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         _check(0 <= self.history_noise < 1, "history_noise", f"must be in [0, 1), got {self.history_noise}")
         _check(0 < self.max_sigma <= 1, "max_sigma", f"must be in (0, 1], got {self.max_sigma}")
+        _check(self.change_tol >= 0, "change_tol", f"must be >= 0, got {self.change_tol}")
+        _check(self.change_loss_weight >= 0, "change_loss_weight", f"must be >= 0, got {self.change_loss_weight}")
         _check(self.camera in CAMERAS, "camera", f"unknown '{self.camera}'; known {list(CAMERAS)}")
         for name in ("max_steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "val_windows",
                      "num_future_frames", "lora_rank"):
@@ -420,6 +427,7 @@ class EvalWMConfig(SamplingConfig):
     num_videos: int = 4  # mp4 grids (ground truth | the methods, in order)
     seed: int = 0
     methods: list[str] = field(default_factory=lambda: list(WM_EVAL_METHODS))  # model is required
+    change_threshold: Optional[float] = None  # masked_residual models: overrides the checkpoint's change_threshold
     # noise levels of the denoiser diagnostic (clean-latent error of one model call on the true noisy future)
     diagnostic_sigmas: list[float] = field(default_factory=lambda: [0.02, 0.1, 0.3, 0.6, 0.9, 1.0])
     # executability of IDM-decoded planner rollouts (EVA): needs an IDM; the reward itself needs P_0

@@ -71,7 +71,8 @@ def build_pipeline(cfg: WorldModelConfig, instructions: list[str], action_stats:
     if cfg.prediction in RESIDUAL_PREDICTIONS:
         zero_output_layer(transformer)
     z = codec_channels(codec)
-    out = 2 * z if cfg.prediction == "gated_residual" else z  # a gate per latent value
+    # gated_residual: a gate per latent value; masked_residual: a change logit per latent position
+    out = {"gated_residual": 2 * z, "masked_residual": z + 1}.get(cfg.prediction, z)
     if transformer.config.in_channels not in (z, 2 * z + 4) or transformer.config.out_channels != out:
         raise ValueError(f"world model '{cfg.name}': transformer in/out channels "
                          f"{transformer.config.in_channels}/{transformer.config.out_channels} do not fit the "
@@ -88,5 +89,5 @@ def build_pipeline(cfg: WorldModelConfig, instructions: list[str], action_stats:
                               num_history_frames=cfg.num_history_frames, max_text_length=cfg.max_text_length,
                               image_size=cfg.image_size, fps=cfg.fps, future_condition=cfg.future_condition,
                               prediction=cfg.prediction, hold_detail=cfg.hold_detail,
-                              skip_sigma_data=cfg.skip_sigma_data)
+                              skip_sigma_data=cfg.skip_sigma_data, change_threshold=cfg.change_threshold)
     return pipe

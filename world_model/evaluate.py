@@ -212,6 +212,11 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
     pipe = load_world_model(cfg.checkpoint)
     if pipe.action_encoder is None:
         raise ValueError(f"{cfg.checkpoint}: no action encoder; the simulator mode needs one")
+    if cfg.change_threshold is not None:
+        if pipe.config.get("prediction") != "masked_residual":
+            raise ValueError(f"change_threshold={cfg.change_threshold}: {cfg.checkpoint} is a "
+                             f"'{pipe.config.get('prediction')}' model; only masked_residual ones have a change logit")
+        pipe.register_to_config(change_threshold=cfg.change_threshold)
     pipes = {"model": pipe}
     if "untrained" in cfg.methods:
         pipes["untrained"] = untrained_copy(pipe, cfg.seed)
@@ -270,7 +275,8 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
 
     summary = {"checkpoint": cfg.checkpoint, "dataset": cfg.dataset_root, "num_windows": cfg.num_windows,
                "history_frames": h, "future_frames": cfg.num_future_frames, "steps": cfg.steps,
-               "sampler": cfg.sampler, "noise_scale": cfg.noise_scale, "init_sigma": cfg.init_sigma, "modes": {}}
+               "sampler": cfg.sampler, "noise_scale": cfg.noise_scale, "init_sigma": cfg.init_sigma,
+               "change_threshold": pipe.config.get("change_threshold"), "modes": {}}
     for mode in MODES:
         summary["modes"][mode] = {name: {k: mean_sem(v) for k, v in s.items()} for name, s in scores[mode].items()}
     summary["denoiser"] = denoiser_summary(denoiser_sums)

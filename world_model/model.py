@@ -37,6 +37,16 @@ residual model has to carry the noisy input's exact values through the transform
 noise it does not (``eva-eval-wm``'s denoiser diagnostic); here it only decides, per value, how much of them to
 take. Zero-initialised, ``F = G = 0``: a fresh model still holds the newest frame.
 
+A ``masked_residual`` model (``out_channels = z + 1``) outputs a residual ``F`` and one change logit per latent
+position (an 8x8 pixel block of the tiny preset). Its residual is ``F`` where the logit is positive and exactly zero
+elsewhere: a position it calls unchanged keeps the newest history latent to the last bit. Training fits ``F`` as a
+``residual`` model does and the logit by binary cross-entropy on whether the true latent moved (``change_mask``;
+the masks of video prediction models, Finn et al. 2016, made binary for a denoiser). A plain residual model never
+outputs exactly zero, so its samples carry a faint block texture over the static scene that copying does not.
+Zero-initialised, the logit is 0 (unchanged) and ``F = 0``: a fresh model holds the newest frame. Sampling opens
+a position where its logit exceeds ``change_threshold`` (0 by default, probability 1/2): a higher threshold trades
+missed motion for fewer static positions opened by mistake.
+
 ``velocity()`` is the forward pass (the transformer's output: the velocity, or the residual of a
 residual model), written out so the layer calls are visible; it uses the
 transformer's own submodules, so its weights keep diffusers' layout and load from real Wan checkpoints.
@@ -50,7 +60,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from configs.constants import ACTION_DIM, FUTURE_CONDITIONS
+from configs.constants import ACTION_DIM, FUTURE_CONDITIONS, RESIDUAL_PREDICTIONS
 
 NUM_TRAIN_TIMESTEPS = 1000  # Wan's timestep = 1000 * sigma
 I2V_MASK_CHANNELS = 4  # Wan2.1-I2V: one mask channel per pixel frame of a latent frame
@@ -137,14 +147,23 @@ def residual_to_velocity(residual: torch.Tensor, latents: torch.Tensor, frame_si
     return (latents - (reference + residual)) / sigma
 
 
+def change_mask(latents: torch.Tensor, reference: torch.Tensor, tol: float) -> torch.Tensor:
+    """1 where a latent position (B, 1, F, h, w) differs from ``reference`` by more than ``tol`` in some channel:
+    the target of a ``masked_residual`` model's change logit."""
+    return ((latents - reference).abs().amax(1, keepdim=True) > tol).float()
+
+
 def predicted_residual(out: torch.Tensor, latents: torch.Tensor, frame_sigmas: torch.Tensor, reference: torch.Tensor,
-                       prediction: str, skip_sigma_data: float = 1.0) -> torch.Tensor:
-    """The residual (clean latents minus ``reference``) of a ``residual`` or ``gated_residual`` model's output;
-    ``skip_sigma_data`` is the residual scale the gated skip's gain assumes (module docstring)."""
+                       prediction: str, skip_sigma_data: float = 1.0, change_threshold: float = 0.0) -> torch.Tensor:
+    """The residual (clean latents minus ``reference``) of a ``residual``, ``gated_residual`` or ``masked_residual``
+    model's output; ``skip_sigma_data`` is the residual scale the gated skip's gain assumes, ``change_threshold``
+    the logit above which a masked residual model's position counts as changed (module docstring)."""
     if prediction == "residual":
         return out
+    if prediction == "masked_residual":  # the residual where the change logit says the position moves, else 0
+        return out[:, :-1] * (out[:, -1:] > change_threshold)
     if prediction != "gated_residual":
-        raise ValueError(f"prediction '{prediction}' has no residual (expected residual or gated_residual)")
+        raise ValueError(f"prediction '{prediction}' has no residual (expected one of {RESIDUAL_PREDICTIONS})")
     z = out.shape[1] // 2
     sigma = frame_sigmas.view(*frame_sigmas.shape[:1], 1, -1, 1, 1)
     var = skip_sigma_data ** 2

@@ -73,13 +73,14 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
     def __init__(self, tokenizer, text_encoder, transformer, vae, scheduler, action_encoder=None,
                  num_history_frames: int = 4, max_text_length: int = 16, image_size=(128, 128), fps: int = 10,
                  future_condition: str = "zeros", prediction: str = "velocity", hold_detail: bool = False,
-                 skip_sigma_data: float = 1.0):
+                 skip_sigma_data: float = 1.0, change_threshold: float = 0.0):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
                               scheduler=scheduler, action_encoder=action_encoder)
         self.register_to_config(num_history_frames=num_history_frames, max_text_length=max_text_length,
                                 image_size=list(image_size), fps=fps, future_condition=future_condition,
-                                prediction=prediction, hold_detail=hold_detail, skip_sigma_data=skip_sigma_data)
+                                prediction=prediction, hold_detail=hold_detail, skip_sigma_data=skip_sigma_data,
+                                change_threshold=change_threshold)
 
     @property
     def temporal_stride(self) -> int:
@@ -183,7 +184,8 @@ class WorldModelPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         if prediction in RESIDUAL_PREDICTIONS:
             reference = inputs.hist_latents[:, :, -1:]
             residual = predicted_residual(out, latents, frame_sigmas, reference, prediction,
-                                          self.config.get("skip_sigma_data", 1.0))
+                                          self.config.get("skip_sigma_data", 1.0),
+                                          self.config.get("change_threshold", 0.0))
             return residual_to_velocity(residual, latents, frame_sigmas, reference)
         return out
 

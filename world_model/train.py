@@ -49,7 +49,7 @@ from sim.dataset import LeRobotDataset
 from world_model.build import build_pipeline
 from world_model.data import ClipWindows
 from world_model.latents import PatchCodec, clip_layout, encode_video, with_anchor
-from world_model.model import predicted_residual, velocity
+from world_model.model import change_mask, predicted_residual, velocity
 from world_model.pipeline import WorldModelPipeline
 
 log = logging.getLogger(__name__)
@@ -105,15 +105,24 @@ def flow_loss(pipe: WorldModelPipeline, frames, actions, text_states, keys, cfg:
         out = velocity(pipe.transformer, noisy, sig, text_states, action_encoder=pipe.action_encoder,
                      actions=latent_actions, action_mask=keep, condition=condition)
     prediction = pipe.config.get("prediction", "velocity")
-    if prediction in RESIDUAL_PREDICTIONS:  # the clean latents' error (= v error * sigma)
+    frame_mask = loss_mask.view(*loss_mask.shape[:1], 1, -1, 1, 1)
+    change_loss = 0.0
+    if prediction == "masked_residual":  # residual fitted everywhere; the change logit by cross-entropy
+        reference = x[:, :, n_hist - 1:n_hist]
+        logits = out[:, -1:].float()
+        moved = change_mask(x, reference, cfg.change_tol)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, moved, reduction="none") * frame_mask
+        change_loss = cfg.change_loss_weight * bce.sum() / (global_batch * logits[0].numel())
+        out, target = out[:, :-1], x - reference
+    elif prediction in RESIDUAL_PREDICTIONS:  # the clean latents' error (= v error * sigma)
         reference = x[:, :, n_hist - 1:n_hist]
         out = predicted_residual(out.float(), noisy, sig, reference, prediction,
                                  pipe.config.get("skip_sigma_data", 1.0))
         target = x - reference
     else:
         target = noise - x
-    err = ((out.float() - target) ** 2) * loss_mask.view(*loss_mask.shape[:1], 1, -1, 1, 1)
-    return err.sum() / (global_batch * x[0].numel())
+    err = ((out.float() - target) ** 2) * frame_mask
+    return err.sum() / (global_batch * x[0].numel()) + change_loss
 
 
 def save_checkpoint(path: Path, params: dict[str, torch.nn.Parameter], ema: dict | None, optimizer, step: int,

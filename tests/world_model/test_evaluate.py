@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -45,6 +46,8 @@ def test_evaluation_scores_every_method_in_both_modes(lift_dataset, tmp_path):
         assert any(r["copy_moving_mse"] > 0 for r in rows)
     assert (tmp_path / "eval" / "grid_0.mp4").exists() and (tmp_path / "eval" / "wm_eval.png").exists()
     assert "| repeat_last |" in (tmp_path / "eval" / "wm_eval.md").read_text()
+    with pytest.raises(ValueError, match="change_threshold=1.0: .* 'residual' model; only masked_residual"):
+        evaluate_wm(dataclasses.replace(cfg, change_threshold=1.0))
 
 
 def test_denoiser_error_of_an_untrained_residual_model_is_copying():

@@ -75,6 +75,42 @@ def test_a_fresh_gated_residual_model_holds_the_newest_frame(history):
         build_pipeline(dataclasses.replace(gated, transformer=cfg.transformer), ["pick up the cube"])
 
 
+def masked_preset():
+    cfg = load_preset("tiny")
+    z = cfg.codec["components"]
+    return dataclasses.replace(cfg, prediction="masked_residual", transformer={**cfg.transformer, "out_channels": z + 1})
+
+
+def test_the_change_logit_keeps_unchanged_positions_exactly(history):
+    """A masked residual model's residual is its own ``F`` where the change logit is positive and exactly zero
+    elsewhere; with every logit negative, a model whose ``F`` is far from zero still returns the newest frame."""
+    g = torch.Generator().manual_seed(0)
+    f, logit = torch.randn(2, 3, 2, 4, 4, generator=g), torch.randn(2, 1, 2, 4, 4, generator=g)
+    residual = predicted_residual(torch.cat([f, logit], dim=1), f, torch.rand(2, 2), f, "masked_residual")
+    assert torch.equal(residual, torch.where(logit > 0, f, torch.zeros_like(f)))
+    raised = predicted_residual(torch.cat([f, logit], dim=1), f, torch.rand(2, 2), f, "masked_residual",
+                                change_threshold=0.5)
+    assert torch.equal(raised, torch.where(logit > 0.5, f, torch.zeros_like(f)))
+
+    cfg = masked_preset()
+    pipe = build_pipeline(cfg, ["pick up the cube"], seed=0)
+    newest = history[:, -1:].float() / 255
+    out = pipe.rollout(history, "pick up the cube", num_frames=4, steps=3, seed=1)  # fresh: F = 0, logit 0
+    torch.testing.assert_close(out, newest.expand_as(out), atol=2e-5, rtol=0)
+    proj = pipe.transformer.proj_out  # (p_h p_w (z + 1)) outputs per token, the channel last
+    torch.nn.init.normal_(proj.weight, std=0.1)
+    logits = torch.arange(proj.bias.numel()) % (cfg.codec["components"] + 1) == cfg.codec["components"]
+    with torch.no_grad():
+        proj.bias[logits] = -1e4  # every position: unchanged
+    out = pipe.rollout(history, "pick up the cube", num_frames=4, steps=3, seed=1)
+    torch.testing.assert_close(out, newest.expand_as(out), atol=2e-5, rtol=0)
+    with torch.no_grad():
+        proj.bias[logits] = 1e4  # every position: changed, F moves the frame
+    assert (pipe.rollout(history, "pick up the cube", num_frames=4, steps=3, seed=1) - newest).abs().max() > 0.05
+    with pytest.raises(ValueError, match=f"out {cfg.codec['components'] + 1} for prediction 'masked_residual'"):
+        build_pipeline(dataclasses.replace(cfg, transformer=load_preset("tiny").transformer), ["pick up the cube"])
+
+
 def test_the_gated_skip_recovers_the_input_at_low_noise_and_vanishes_at_pure_noise():
     """With the gate open and no residual of its own, the model's clean estimate is the least-squares one from
     the noisy input: the input itself at sigma 0, the reference at sigma 1."""

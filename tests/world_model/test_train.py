@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -12,8 +14,11 @@ from safetensors.torch import load_file
 
 from configs.schema import TrainWMConfig
 from tests.world_model.conftest import TINY_WM, wm_train_config
+from world_model.build import build_pipeline
+from world_model.latents import PatchCodec
+from world_model.model import change_mask
 from world_model.pipeline import WorldModelPipeline
-from world_model.train import draw_noise, shifted, train, unshifted
+from world_model.train import draw_noise, flow_loss, shifted, train, unshifted
 
 
 def _cfg(root, run_dir, *overrides) -> TrainWMConfig:
@@ -66,6 +71,32 @@ def test_max_sigma_confines_the_drawn_noise_levels(lift_dataset, tmp_path, sched
                for a, b in zip(drawn_full, drawn_low))
     with pytest.raises(ValueError, match="max_sigma"):
         _cfg(lift_dataset, tmp_path, "max_sigma=0")
+
+
+def test_masked_residual_loss_adds_the_change_cross_entropy(lift_dataset, tmp_path):
+    """A masked residual model's loss is a residual model's squared error on ``F`` plus ``change_loss_weight``
+    times the change logit's cross-entropy per latent position of the loss frames; a fresh model (``F`` = 0,
+    logit 0) scores ln 2 at every such position, changed or not. A run trains and saves it."""
+    z = 48
+    masked = ["world_model.prediction=masked_residual", f"world_model.transformer.out_channels={z + 1}"]
+    cfgs = {w: _cfg(lift_dataset, tmp_path, *masked, f"change_loss_weight={w}") for w in (0.0, 0.5)}
+    pipe = build_pipeline(cfgs[0.0].world_model, ["lift the bar"], codec=PatchCodec(8, z))
+    plain = build_pipeline(dataclasses.replace(cfgs[0.0].world_model, prediction="residual",
+                                               transformer={**cfgs[0.0].world_model.transformer, "out_channels": z}),
+                           ["lift the bar"], codec=pipe.vae)
+    frames, actions = torch.rand(2, 8, 3, 64, 64), torch.randn(2, 8, 14)
+    text = pipe.encode_text(["lift the bar"] * 2)
+    keys = [(0, 0), (0, 1)]
+    loss = {w: flow_loss(pipe, frames, actions, text, keys, c, 5, 3.0, 2) for w, c in cfgs.items()}
+    assert loss[0.0] == flow_loss(plain, frames, actions, text, keys, cfgs[0.0], 5, 3.0, 2) > 0
+    loss_frames = torch.stack([draw_noise(cfgs[0.0], k, (z, 9, 8, 8), 5, 3.0)[2] for k in keys]).mean()
+    assert (loss[0.5] - loss[0.0]).item() == pytest.approx(0.5 * math.log(2) * float(loss_frames), rel=1e-5)
+    x = torch.zeros(1, 2, 3, 1, 2)
+    x[0, 1, 1, 0, 1] = 0.06  # one channel of one position moves past the tolerance, another stays within it
+    x[0, 0, 2, 0, 0] = 0.04
+    assert change_mask(x, torch.zeros(1, 2, 1, 1, 2), 0.05).flatten().tolist() == [0, 0, 0, 1, 0, 0]
+    out = train(_cfg(lift_dataset, tmp_path / "run", *masked, "max_steps=2"))
+    assert WorldModelPipeline.from_pretrained(out).config.prediction == "masked_residual"
 
 
 def test_bad_batch_split_is_refused(lift_dataset, tmp_path):
