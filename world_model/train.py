@@ -107,18 +107,18 @@ def flow_loss(pipe: WorldModelPipeline, frames, actions, text_states, keys, cfg:
     prediction = pipe.config.get("prediction", "velocity")
     frame_mask = loss_mask.view(*loss_mask.shape[:1], 1, -1, 1, 1)
     change_loss = 0.0
-    if prediction == "masked_residual":  # residual fitted everywhere; the change logit by cross-entropy
+    if prediction in RESIDUAL_PREDICTIONS:  # the clean latents' error (= v error * sigma)
         reference = x[:, :, n_hist - 1:n_hist]
-        logits = out[:, -1:].float()
-        moved = change_mask(x, reference, cfg.change_tol)
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, moved, reduction="none") * frame_mask
-        change_loss = cfg.change_loss_weight * bce.sum() / (global_batch * logits[0].numel())
-        out, target = out[:, :-1], x - reference
-    elif prediction in RESIDUAL_PREDICTIONS:  # the clean latents' error (= v error * sigma)
-        reference = x[:, :, n_hist - 1:n_hist]
-        out = predicted_residual(out.float(), noisy, sig, reference, prediction,
-                                 pipe.config.get("skip_sigma_data", 1.0))
         target = x - reference
+        if prediction == "masked_residual":  # F fitted everywhere; the change logit by cross-entropy
+            logits = out[:, -1:].float()
+            moved = change_mask(x, reference, cfg.change_tol)
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, moved, reduction="none") * frame_mask
+            change_loss = cfg.change_loss_weight * bce.sum() / (global_batch * logits[0].numel())
+            out = out[:, :-1]
+        else:
+            out = predicted_residual(out.float(), noisy, sig, reference, prediction,
+                                     pipe.config.get("skip_sigma_data", 1.0))
     else:
         target = noise - x
     err = ((out.float() - target) ** 2) * frame_mask
