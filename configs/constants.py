@@ -64,6 +64,7 @@ STATIC_TOKEN_TOL = 0.05
 PLANNER_POLICIES = ("planner", "planner_lookahead")  # policy kinds that run real_robot.planner.Planner
 SAMPLERS = ("euler", "unipc")  # WorldModelPipeline.denoise: Euler, or UniPC (2nd order)
 PREDICTIONS = ("velocity", "residual", "gated_residual", "masked_residual")
+FRAME_WEIGHTINGS = ("none", "copy_error")  # eva-train-wm frame_weighting (configs.schema.TrainWMConfig)
 RESIDUAL_PREDICTIONS = ("residual", "gated_residual", "masked_residual")  # zero-initialised output: a fresh model holds the newest frame
 MOTION_REFERENCES = ("pretrained", "recorded")  # the executability reward's motion-gate floor
 

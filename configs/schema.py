@@ -11,8 +11,9 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from configs.constants import (CAMERAS, FUTURE_CONDITIONS, MIN_RANKED_POLICIES, MOTION_REFERENCES, PLANNER_POLICIES,
-                               PREDICTIONS, SAMPLERS, STATIC_TOKEN_TOL, WM_EVAL_METHODS)
+from configs.constants import (CAMERAS, FRAME_WEIGHTINGS, FUTURE_CONDITIONS, MIN_RANKED_POLICIES, MOTION_REFERENCES,
+                               PLANNER_POLICIES, PREDICTIONS, RESIDUAL_PREDICTIONS, SAMPLERS, STATIC_TOKEN_TOL,
+                               WM_EVAL_METHODS)
 
 
 def _check(cond: bool, where: str, msg: str) -> None:
@@ -380,6 +381,12 @@ class TrainWMConfig:
     # (normalised latent units) from the newest history latent; its logit's cross-entropy weighs change_loss_weight
     change_tol: float = STATIC_TOKEN_TOL
     change_loss_weight: float = 0.1
+    # residual models: "copy_error" weighs each predicted frame's squared error (and change cross-entropy) by
+    # (1 + frame_weight_floor) / (e + frame_weight_floor), e that frame's copying error (mean squared change of its
+    # latents from the newest history latent): the gradient of the frame's log error, as per-frame PSNR averages it,
+    # so a frame where little moves counts as much as one where the arm sweeps ("none": plain squared error)
+    frame_weighting: str = "none"
+    frame_weight_floor: float = 0.01
     action_dropout: float = 0.5  # fraction of samples trained without actions (visual-planner mode)
     max_steps: int = 2000
     max_minutes: float = 20.0
@@ -404,6 +411,12 @@ class TrainWMConfig:
         _check(0 < self.max_sigma <= 1, "max_sigma", f"must be in (0, 1], got {self.max_sigma}")
         _check(self.change_tol >= 0, "change_tol", f"must be >= 0, got {self.change_tol}")
         _check(self.change_loss_weight >= 0, "change_loss_weight", f"must be >= 0, got {self.change_loss_weight}")
+        _check(self.frame_weighting in FRAME_WEIGHTINGS, "frame_weighting",
+               f"must be one of {FRAME_WEIGHTINGS}, got '{self.frame_weighting}'")
+        _check(self.frame_weight_floor > 0, "frame_weight_floor", f"must be > 0, got {self.frame_weight_floor}")
+        prediction = getattr(self.world_model, "prediction", "velocity")  # MISSING until the preset is composed
+        _check(self.frame_weighting == "none" or prediction in RESIDUAL_PREDICTIONS, "frame_weighting",
+               f"'{self.frame_weighting}' weighs residual predictions, but world_model.prediction is '{prediction}'")
         _check(self.camera in CAMERAS, "camera", f"unknown '{self.camera}'; known {list(CAMERAS)}")
         for name in ("max_steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "val_windows",
                      "num_future_frames", "lora_rank"):

@@ -110,6 +110,9 @@ def flow_loss(pipe: WorldModelPipeline, frames, actions, text_states, keys, cfg:
     if prediction in RESIDUAL_PREDICTIONS:  # the clean latents' error (= v error * sigma)
         reference = x[:, :, n_hist - 1:n_hist]
         target = x - reference
+        if cfg.frame_weighting == "copy_error":
+            copy_error = (target ** 2).mean((1, 3, 4), keepdim=True)
+            frame_mask = frame_mask * (1 + cfg.frame_weight_floor) / (copy_error + cfg.frame_weight_floor)
         if prediction == "masked_residual":  # F fitted everywhere; the change logit by cross-entropy
             logits = out[:, -1:].float()
             moved = change_mask(x, reference, cfg.change_tol)

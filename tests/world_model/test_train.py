@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from configs.schema import TrainWMConfig
 from tests.world_model.conftest import TINY_WM, wm_train_config
 from world_model.build import build_pipeline
-from world_model.latents import PatchCodec
+from world_model.latents import PatchCodec, encode_video, with_anchor
 from world_model.model import change_mask
 from world_model.pipeline import WorldModelPipeline
 from world_model.train import draw_noise, flow_loss, shifted, train, unshifted
@@ -114,3 +114,31 @@ def test_two_processes_match_one(lift_dataset, tmp_path):
     a, b = _weights(one), _weights(tmp_path / "two" / "model")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def test_copy_error_weighting_divides_each_frame_by_its_copying_error(lift_dataset, tmp_path):
+    """``frame_weighting=copy_error``: a fresh residual model (``F`` = 0, the newest frame held) has each loss
+    frame's squared error equal to its copying error ``e``, weighted to ``e (1 + floor) / (e + floor)``: the
+    log-error gradient of per-frame PSNR, which a nearly static frame scores as much as a sweeping one."""
+    z, floor = 48, 0.01
+    masked = ["world_model.prediction=masked_residual", f"world_model.transformer.out_channels={z + 1}",
+              "change_loss_weight=0"]
+    plain_cfg = _cfg(lift_dataset, tmp_path, *masked)
+    cfg = _cfg(lift_dataset, tmp_path, *masked, "frame_weighting=copy_error", f"frame_weight_floor={floor}")
+    pipe = build_pipeline(cfg.world_model, ["lift the bar"], codec=PatchCodec(8, z))
+    frames, actions = torch.rand(2, 8, 3, 64, 64), torch.randn(2, 8, 14)
+    frames[1, 4:] = frames[1, 3:4]  # the second clip holds still after its history: zero copying error there
+    text = pipe.encode_text(["lift the bar"] * 2)
+    keys = [(0, 0), (0, 1)]
+    x = encode_video(pipe.vae, with_anchor(frames))
+    e = ((x - x[:, :, 4:5]) ** 2).mean((1, 3, 4))  # (B, F) copying error of every latent frame
+    mask = torch.stack([draw_noise(cfg, k, tuple(x.shape[1:]), 5, 3.0)[2] for k in keys])
+    assert mask[0, 5:].sum() > 0 and mask[1, 5:].sum() > 0
+    expected = (mask * e * (1 + floor) / (e + floor)).sum() / (2 * x.shape[2])
+    assert flow_loss(pipe, frames, actions, text, keys, cfg, 5, 3.0, 2).item() == pytest.approx(expected.item(),
+                                                                                                rel=1e-5)
+    plain = (mask * e).sum() / (2 * x.shape[2])
+    assert flow_loss(pipe, frames, actions, text, keys, plain_cfg, 5, 3.0, 2).item() == pytest.approx(plain.item(),
+                                                                                                      rel=1e-5)
+    with pytest.raises(ValueError, match="frame_weighting"):
+        _cfg(lift_dataset, tmp_path, "world_model.prediction=velocity", "frame_weighting=copy_error")
