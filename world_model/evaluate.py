@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 METHODS = WM_EVAL_METHODS
 MODES = ("planner", "simulator")
-METRICS = ("psnr", "ssim", "lpips", "repetition")
+METRICS = ("psnr", "ssim", "lpips", "repetition", "motion")
 PAIRED_METRICS = ("psnr", "ssim", "lpips")  # per-frame scores, compared window by window
 # executability of IDM-decoded planner rollouts (rl_post_train.rewards.ExecutabilityReward.penalty)
 EXEC_METRICS = ("reward", "motion_gate", "penalty", "jerk", "acc_smooth", "vel_violation_frac", "acc_violation_frac",
@@ -118,14 +118,22 @@ def denoiser_summary(sums: dict[tuple[str, float], np.ndarray]) -> dict[str, lis
     return out
 
 
-def frame_metrics(pred: torch.Tensor, truth: torch.Tensor, lp) -> dict[str, np.ndarray]:
-    """PSNR, SSIM and LPIPS of every predicted frame, (B, T) arrays; repetition rate per window, (B,)."""
+def motion(video: torch.Tensor, newest: torch.Tensor) -> torch.Tensor:
+    """Mean absolute change of every frame of ``video`` (B, T, 3, H, W) from ``newest`` (B, 1, 3, H, W), (B, T):
+    how far a prediction departs from holding the newest frame (0 for repeat-last), next to the ground truth's."""
+    return (video - newest).abs().mean(dim=(2, 3, 4))
+
+
+def frame_metrics(pred: torch.Tensor, truth: torch.Tensor, newest: torch.Tensor, lp) -> dict[str, np.ndarray]:
+    """PSNR, SSIM, LPIPS and motion (from ``newest``, the newest history frame) of every predicted frame, (B, T)
+    arrays; repetition rate per window, (B,)."""
     flat_p, flat_t = pred.flatten(0, 1), truth.flatten(0, 1)
     b, t = pred.shape[:2]
     with torch.no_grad():
         per_frame = {"psnr": psnr(flat_p, flat_t), "ssim": ssim(flat_p, flat_t), "lpips": lp(flat_p, flat_t)}
     out = {k: v.view(b, t).numpy() for k, v in per_frame.items()}
     out["repetition"] = repetition_rate(pred, tol=1.0 / 255).numpy()
+    out["motion"] = motion(pred, newest).numpy()
     return out
 
 
@@ -237,7 +245,7 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
     scores = {m: {k: {s: [] for s in METRICS} for k in methods} for m in MODES}  # per window, frame means
     per_frame = {m: {k: {s: [] for s in PAIRED_METRICS} for k in methods} for m in MODES}  # (T,) rows per window
     exec_scores = {k: {s: [] for s in EXEC_METRICS} for k in (*methods, "ground_truth")}
-    grids = []
+    grids, truth_motion = [], []
     denoiser_sums: dict[tuple[str, float], np.ndarray] = {}
     bar = tqdm(total=len(MODES) * cfg.num_windows, desc="eval wm", unit="window")
     for i in range(0, cfg.num_windows, cfg.batch_size):
@@ -248,6 +256,7 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
         # the window through the codec (a causal VAE encodes the anchor frame first, as in training): the
         # ``codec`` method and the denoiser diagnostic's ground truth
         clip = encode_video(pipe.vae, with_anchor(frames).to(pipe.transformer.device))
+        truth_motion.extend(motion(truth, history[:, -1:]).mean(1).tolist())
         for mode in MODES:
             preds = {"repeat_last": history[:, -1:].expand_as(truth)} if "repeat_last" in methods else {}
             if "codec" in methods:
@@ -260,7 +269,7 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
                     for key, value in denoiser_error_sums(p, clip, inputs, mode, list(cfg.diagnostic_sigmas)).items():
                         denoiser_sums[key] = denoiser_sums.get(key, 0) + value
             for name, pred in preds.items():
-                for k, v in frame_metrics(pred, truth, lp).items():
+                for k, v in frame_metrics(pred, truth, history[:, -1:], lp).items():
                     scores[mode][name][k].extend((v.mean(1) if v.ndim == 2 else v).tolist())
                     if k in PAIRED_METRICS:
                         per_frame[mode][name][k].extend(v.tolist())
@@ -279,6 +288,7 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
                "change_threshold": pipe.config.get("change_threshold"), "modes": {}}
     for mode in MODES:
         summary["modes"][mode] = {name: {k: mean_sem(v) for k, v in s.items()} for name, s in scores[mode].items()}
+    summary["ground_truth_motion"] = mean_sem(truth_motion)
     summary["denoiser"] = denoiser_summary(denoiser_sums)
     if {"model", "repeat_last"} <= set(methods):
         summary["model_vs_repeat_last"] = {mode: paired_difference(scores[mode]["model"], scores[mode]["repeat_last"])
@@ -307,11 +317,15 @@ def markdown(summary: dict) -> str:
              f"+ {summary['future_frames']} predicted frames, {summary['sampler']} {summary['steps']} steps "
              "(mean +- standard error).", ""]
     for mode, methods in summary["modes"].items():
-        lines += [f"**{mode}**", "", "| method | PSNR (dB) | SSIM | LPIPS | repetition rate |", "|---|---|---|---|---|"]
+        lines += [f"**{mode}**", "", "| method | PSNR (dB) | SSIM | LPIPS | repetition rate | motion |",
+                  "|---|---|---|---|---|---|"]
         for name, m in methods.items():
             lines.append(f"| {name} | " + " | ".join(f"{m[k]['mean']:.4g} +- {m[k]['sem']:.2g}" for k in METRICS)
                          + " |")
         lines.append("")
+    gt = summary["ground_truth_motion"]
+    lines += [f"motion: the mean absolute change of the predicted frames from the newest history frame (pixels in [0, 1]); "
+              f"the ground truth's: {gt['mean']:.4g} +- {gt['sem']:.2g}.", ""]
     if "model_vs_repeat_last" in summary:
         lines += ["**model minus repeat-last, paired over the same windows** (mean +- standard error; share of windows "
                   "where the model is better)", "", "| mode | PSNR (dB) | SSIM | LPIPS |", "|---|---|---|---|"]

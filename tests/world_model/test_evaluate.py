@@ -31,6 +31,9 @@ def test_evaluation_scores_every_method_in_both_modes(lift_dataset, tmp_path):
             assert set(summary["modes"][mode][method]) == set(METRICS)
         repeat = summary["modes"][mode]["repeat_last"]
         assert repeat["repetition"]["mean"] == 1.0  # a repeated frame repeats
+        assert repeat["motion"]["mean"] == 0.0  # and does not move; the ground truth does
+        assert summary["modes"][mode]["codec"]["motion"]["mean"] == pytest.approx(summary["ground_truth_motion"]["mean"],
+                                                                                  abs=0.02)
         assert 0 < repeat["lpips"]["mean"] < 1 and repeat["psnr"]["mean"] > 10
         paired = summary["model_vs_repeat_last"][mode]["psnr"]  # the mean of differences = the difference of means
         assert paired["mean"] == pytest.approx(summary["modes"][mode]["model"]["psnr"]["mean"] - repeat["psnr"]["mean"])
