@@ -56,6 +56,9 @@ WM_EVAL_METHODS = ("model", "untrained", "repeat_last", "codec")
 # eva-eval-wm's denoiser diagnostic: a future latent token is "static" when no channel of it differs from the
 # newest history latent by more than this (normalised latent units)
 STATIC_TOKEN_TOL = 0.05
+# eva-eval-wm splits the model-minus-repeat-last PSNR by how still each predicted frame is: repeat-last's own PSNR
+# of that frame, in these bands (dB); a frame copying gets at 40 dB or more is one where the arms barely move
+STILLNESS_BANDS_DB = (25.0, 30.0, 40.0)
 
 # what the world model's transformer predicts: Wan's velocity ``noise - x_data``; ``residual``, the clean
 # future latent minus the newest history latent; or ``gated_residual``, a residual plus a gated skip of the noisy

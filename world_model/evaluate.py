@@ -39,7 +39,8 @@ from diffusers import WanTransformer3DModel  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from configs.constants import RESIDUAL_PREDICTIONS, STATIC_TOKEN_TOL, WM_EVAL_METHODS  # noqa: E402
+from configs.constants import (RESIDUAL_PREDICTIONS, STATIC_TOKEN_TOL, STILLNESS_BANDS_DB,  # noqa: E402
+                               WM_EVAL_METHODS)
 from configs.embodiment import Embodiment  # noqa: E402
 from configs.run_files import atomic_write_json, atomic_write_text, save_resolved_config  # noqa: E402
 from configs.schema import EvalWMConfig, validate  # noqa: E402
@@ -151,6 +152,22 @@ def paired_difference(model: dict[str, list], baseline: dict[str, list]) -> dict
         d = np.asarray(model[k], dtype=np.float64) - np.asarray(baseline[k], dtype=np.float64)
         out[k] = {**mean_sem(d), "model_better": float((sign * d > 0).mean())}
     return out
+
+
+def by_stillness(model_psnr, repeat_psnr) -> list[dict[str, float]]:
+    """The model's PSNR minus repeat-last's over every (window, predicted frame), split into bands of repeat-last's
+    PSNR (``STILLNESS_BANDS_DB``): per band its share of the frames, the mean difference there, and its
+    contribution to the overall mean difference (the contributions sum to it). Per-frame PSNR is a log error, so a
+    few nearly still frames, where copying is almost exact, can outweigh many where the arm moves."""
+    d = (np.asarray(model_psnr, dtype=np.float64) - np.asarray(repeat_psnr, dtype=np.float64)).ravel()
+    r = np.asarray(repeat_psnr, dtype=np.float64).ravel()
+    edges = (None, *STILLNESS_BANDS_DB, None)  # open ends: None (JSON null)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (r >= (-np.inf if lo is None else lo)) & (r < (np.inf if hi is None else hi))
+        rows.append({"from_db": lo, "to_db": hi, "share": float(m.mean()),
+                     "mean": float(d[m].mean()) if m.any() else None, "contribution": float(d[m].sum() / d.size)})
+    return rows
 
 
 def executability(exe: ExecutabilityReward, idm: InverseDynamicsModel, history: torch.Tensor, pred: torch.Tensor,
@@ -297,6 +314,8 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
             mode: [paired_difference(*({k: np.asarray(v)[:, j] for k, v in per_frame[mode][name].items()}
                                        for name in ("model", "repeat_last")))
                    for j in range(cfg.num_future_frames)] for mode in MODES}
+        summary["model_vs_repeat_last_by_stillness"] = {
+            mode: by_stillness(per_frame[mode]["model"]["psnr"], per_frame[mode]["repeat_last"]["psnr"]) for mode in MODES}
     if exe is not None:
         summary["executability"] = {name: {k: mean_sem(v) for k, v in s.items() if v} for name, s in exec_scores.items()}
         summary["executability_calibrated"] = exe.calibration is not None
@@ -342,6 +361,16 @@ def markdown(summary: dict) -> str:
                 lines.append(f"| {mode}, {k.upper()} | " + " | ".join(
                     f"{r[k]['mean']:+.3g} +- {r[k]['sem']:.2g} ({r[k]['model_better']:.0%})" for r in rows) + " |")
         lines.append("")
+    if "model_vs_repeat_last_by_stillness" in summary:
+        lines += ["**PSNR, model minus repeat-last, by how still the frame is** (repeat-last's PSNR of each predicted "
+                  "frame; contribution: the band's part of the overall mean difference)", "",
+                  "| mode | repeat-last PSNR (dB) | share of frames | mean difference (dB) | contribution (dB) |",
+                  "|---|---|---|---|---|"]
+        for mode, rows in summary["model_vs_repeat_last_by_stillness"].items():
+            lines += [f"| {mode} | {band(r['from_db'], r['to_db'])} | {r['share']:.0%} | "
+                      + ("-" if r["mean"] is None else f"{r['mean']:+.3g}") + f" | {r['contribution']:+.3g} |"
+                      for r in rows]
+        lines.append("")
     lines += ["**where the denoiser fails**: clean-latent mean squared error of one model call on the true future "
               "noised to sigma, at static and moving latent positions, against copying the newest frame (exact on "
               "static ones)", "", "| mode | sigma | static | moving | copy, moving | static share |", "|---|---|---|---|---|---|"]
@@ -367,6 +396,10 @@ def markdown(summary: dict) -> str:
                          f"n={r['episodes']} | {100 * r['ground_truth_video_success']:.0f}% |")
         lines.append("")
     return "\n".join(lines)
+
+
+def band(lo: float | None, hi: float | None) -> str:
+    return f"below {hi:g}" if lo is None else f"{lo:g} and above" if hi is None else f"{lo:g} to {hi:g}"
 
 
 def plot(summary: dict, path: Path) -> None:

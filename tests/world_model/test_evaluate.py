@@ -13,7 +13,7 @@ import configs
 from configs.schema import EvalWMConfig, validate
 from tests.conftest import tiny_idm
 from tests.world_model.conftest import wm_train_config
-from world_model.evaluate import METHODS, METRICS, MODES, evaluate_wm, paired_difference
+from world_model.evaluate import METHODS, METRICS, MODES, by_stillness, evaluate_wm, paired_difference
 from world_model.train import train
 
 
@@ -42,6 +42,10 @@ def test_evaluation_scores_every_method_in_both_modes(lift_dataset, tmp_path):
         for k in ("psnr", "lpips"):
             assert np.mean([r[k]["mean"] for r in per_frame]) == pytest.approx(
                 summary["model_vs_repeat_last"][mode][k]["mean"], rel=1e-4, abs=1e-6)  # float32 frame means
+        bands = summary["model_vs_repeat_last_by_stillness"][mode]  # the bands split the frames and the difference
+        assert sum(r["share"] for r in bands) == pytest.approx(1)
+        assert sum(r["contribution"] for r in bands) == pytest.approx(summary["model_vs_repeat_last"][mode]["psnr"]["mean"],
+                                                                      rel=1e-4, abs=1e-6)
     for mode in MODES:  # the denoiser diagnostic: one row per noise level, copying's error on moving positions > 0
         rows = summary["denoiser"][mode]
         assert [r["sigma"] for r in rows] == sorted(cfg.diagnostic_sigmas)
@@ -106,6 +110,18 @@ def test_negative_noise_scale_is_refused():
 
     with pytest.raises(ValueError, match="'noise_scale'.*-0.1"):
         validate(configs.compose("eval_wm", ["noise_scale=-0.1"]), EvalWMConfig)
+
+
+def test_by_stillness_splits_the_difference_by_repeat_last_psnr():
+    repeat = np.array([[20.0, 27.0], [35.0, 50.0]])  # one frame in each band
+    model = repeat + np.array([[1.0, 0.5], [-1.0, -6.0]])
+    rows = by_stillness(model, repeat)
+    assert [(r["from_db"], r["to_db"]) for r in rows] == [(None, 25.0), (25.0, 30.0), (30.0, 40.0), (40.0, None)]
+    assert [r["mean"] for r in rows] == [1.0, 0.5, -1.0, -6.0]
+    assert [r["contribution"] for r in rows] == [0.25, 0.125, -0.25, -1.5]
+    assert all(r["share"] == 0.25 for r in rows)
+    assert by_stillness(np.array([[21.0]]), np.array([[20.0]]))[3] == {"from_db": 40.0, "to_db": None, "share": 0.0,
+                                                                      "mean": None, "contribution": 0.0}
 
 
 def test_paired_difference_signs_and_errors():
