@@ -315,7 +315,8 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
                                        for name in ("model", "repeat_last")))
                    for j in range(cfg.num_future_frames)] for mode in MODES}
         summary["model_vs_repeat_last_by_stillness"] = {
-            mode: by_stillness(per_frame[mode]["model"]["psnr"], per_frame[mode]["repeat_last"]["psnr"]) for mode in MODES}
+            mode: by_stillness(per_frame[mode]["model"]["psnr"], per_frame[mode]["repeat_last"]["psnr"])
+            for mode in MODES}
     if exe is not None:
         summary["executability"] = {name: {k: mean_sem(v) for k, v in s.items() if v} for name, s in exec_scores.items()}
         summary["executability_calibrated"] = exe.calibration is not None
@@ -343,8 +344,8 @@ def markdown(summary: dict) -> str:
                          + " |")
         lines.append("")
     gt = summary["ground_truth_motion"]
-    lines += [f"motion: the mean absolute change of the predicted frames from the newest history frame (pixels in [0, 1]); "
-              f"the ground truth's: {gt['mean']:.4g} +- {gt['sem']:.2g}.", ""]
+    lines += ["motion: the mean absolute change of the predicted frames from the newest history frame (pixels in "
+              f"[0, 1]); the ground truth's: {gt['mean']:.4g} +- {gt['sem']:.2g}.", ""]
     if "model_vs_repeat_last" in summary:
         lines += ["**model minus repeat-last, paired over the same windows** (mean +- standard error; share of windows "
                   "where the model is better)", "", "| mode | PSNR (dB) | SSIM | LPIPS |", "|---|---|---|---|"]
