@@ -154,7 +154,7 @@ def paired_difference(model: dict[str, list], baseline: dict[str, list]) -> dict
     return out
 
 
-def by_stillness(model_psnr, repeat_psnr) -> list[dict[str, float]]:
+def by_stillness(model_psnr, repeat_psnr) -> list[dict[str, float | None]]:
     """The model's PSNR minus repeat-last's over every (window, predicted frame), split into bands of repeat-last's
     PSNR (``STILLNESS_BANDS_DB``): per band its share of the frames, the mean difference there, and its
     contribution to the overall mean difference (the contributions sum to it). Per-frame PSNR is a log error, so a

@@ -91,7 +91,7 @@ def draw_noise(cfg: TrainWMConfig, seed_key: tuple[int, ...], latent_shape: tupl
 def flow_loss(pipe: WorldModelPipeline, frames, actions, text_states, keys, cfg: TrainWMConfig, n_hist: int,
               flow_shift: float, global_batch: int, fixed=None) -> torch.Tensor:
     """Sum of squared errors of the transformer's output (velocity, or residual: see ``world_model.model``) over
-    the loss frames, divided by the global batch's element count."""
+    the loss frames, each frame weighted by ``frame_weighting``, divided by the global batch's element count."""
     x = encode_video(pipe.vae, with_anchor(frames))  # (B, z, F, h, w)
     drawn = [draw_noise(cfg, k, tuple(x.shape[1:]), n_hist, flow_shift) for k in keys]
     noise = torch.stack([d[0] for d in drawn])
