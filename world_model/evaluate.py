@@ -159,8 +159,8 @@ def by_stillness(model_psnr, repeat_psnr) -> list[dict[str, float | None]]:
     PSNR (``STILLNESS_BANDS_DB``): per band its share of the frames, the mean difference there, and its
     contribution to the overall mean difference (the contributions sum to it). Per-frame PSNR is a log error, so a
     few nearly still frames, where copying is almost exact, can outweigh many where the arm moves."""
-    d = (np.asarray(model_psnr, dtype=np.float64) - np.asarray(repeat_psnr, dtype=np.float64)).ravel()
     r = np.asarray(repeat_psnr, dtype=np.float64).ravel()
+    d = np.asarray(model_psnr, dtype=np.float64).ravel() - r
     edges = (None, *STILLNESS_BANDS_DB, None)  # open ends: None (JSON null)
     rows = []
     for lo, hi in zip(edges[:-1], edges[1:]):
