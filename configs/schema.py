@@ -276,12 +276,16 @@ class ExecutabilityRewardConfig:
     #   recorded:   the mean speed of the recorded (commanded) actions of the same window, per sample
     motion_reference: str = "pretrained"
     min_speed_fraction: float = 0.25
+    # the video gate (0 = off): the prediction's mean absolute pixel change from the newest history frame must
+    # reach this fraction of the recorded video's, or R is scaled down in proportion (needs recorded frames)
+    video_motion_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.rate in ("control", "video"), "reward.rate", f"must be 'control' or 'video', got '{self.rate}'")
         for name in ("delta_acc", "delta_jerk", "gamma"):
             _check(getattr(self, name) > 0, f"reward.{name}", f"must be positive, got {getattr(self, name)}")
-        for name in ("lambda_jerk", "lambda_acc", "lambda_vel_limit", "lambda_acc_limit", "min_speed_fraction"):
+        for name in ("lambda_jerk", "lambda_acc", "lambda_vel_limit", "lambda_acc_limit", "min_speed_fraction",
+                     "video_motion_fraction"):
             _check(getattr(self, name) >= 0, f"reward.{name}", f"must be >= 0, got {getattr(self, name)}")
         _check(0 < self.p0_quantile < 1, "reward.p0_quantile", f"must be in (0, 1), got {self.p0_quantile}")
         _check(self.motion_reference in MOTION_REFERENCES, "reward.motion_reference",

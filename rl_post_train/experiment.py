@@ -154,12 +154,19 @@ def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
         return lambda e: e.get("executability", {}).get("model", {}).get(k, {}).get("mean")
 
     row("executability reward (EVA, higher is better)", exe("reward"))
+    row("smoothness (1 + P/P_0)^-gamma, before the gates", exe("smoothness"))
     row("penalty P", exe("penalty"))
     row("jerk term (rad/s^3, Huber)", exe("jerk"))
     row("velocity-limit violations (fraction of steps)", exe("vel_violation_frac"))
     row("acceleration-limit violations (fraction of steps)", exe("acc_violation_frac"))
     row("motion gate (1 = moves at least the floor)", exe("motion_gate"))
     row("mean joint speed (rad/s)", exe("mean_speed"))
+    row("video gate (1 = the frames move at least the floor)", exe("video_gate"))
+    def planner(k):
+        return lambda e: e["modes"]["planner"]["model"][k]["mean"]
+
+    row("pixel motion from the newest history frame, planner mode", planner("motion"))
+    row("repetition rate, planner mode (still frame pairs)", planner("repetition"))
     for mode in ("planner", "simulator"):
         row(f"LPIPS vs ground truth, {mode} mode (lower is better)",
             lambda e, m=mode: e["modes"][m]["model"]["lpips"]["mean"])
@@ -168,7 +175,7 @@ def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
     if gt:
         lines += ["", f"The held-out ground-truth videos through the same IDM score {gt['reward']['mean']:.4g} "
                   f"(penalty {gt['penalty']['mean']:.4g}, jerk term {gt['jerk']['mean']:.4g}, mean joint speed "
-                  f"{gt['mean_speed']['mean']:.4g} rad/s).", ""]
+                  f"{gt['mean_speed']['mean']:.4g} rad/s; pixel motion {before['ground_truth_motion']['mean']:.4g}).", ""]
     if "mujoco" in before:
         lines += ["## Imagined episodes executed in MuJoCo (open loop, 95% Wilson intervals)", "",
                   "| task | before | " + " | ".join(f"after {r}" for r in cfg.rewards) + " | ground-truth video |",

@@ -14,7 +14,10 @@ sample's total is left there for the GRPO step to drop and count (``rl_post_trai
   speed calibrated with ``P_0`` (``motion_reference: pretrained``), or a fraction of the speed the robot
   was commanded in the same recorded window (``recorded``, DESIGN.md's "IDM check against commanded
   motion"): slowing down then costs reward in every window that moves, and a window where the robot
-  stood still asks for no motion.
+  stood still asks for no motion. Both read speed through the IDM, which finds some speed even in
+  blurred, nearly still predictions; the video gate (``video_motion_fraction > 0``, DESIGN.md's
+  "progress term") multiplies R by ``min(1, moved / (fraction x recorded))`` of the frames themselves:
+  the prediction's mean absolute change from the newest history frame against the recorded video's.
 * :func:`perceptual_reward` (RLVR-World): ``-(L1 + LPIPS)`` of predicted against ground-truth frames,
   averaged over frames (RLVR-World sums over frames; the mean keeps the scale independent of the
   clip length, which group-normalised advantages ignore anyway), or MSE, MAE, PSNR, SSIM variants.
@@ -36,7 +39,7 @@ from configs.embodiment import Embodiment
 from configs.run_files import atomic_write_json
 from configs.schema import PERCEPTUAL_METRICS, ExecutabilityRewardConfig
 from idm.decode import to_control_rate
-from world_model.metrics import lpips_model, mae, mse, psnr, repetition_rate, ssim
+from world_model.metrics import lpips_model, mae, motion, mse, psnr, repetition_rate, ssim
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +154,36 @@ class ExecutabilityReward:
             raise ValueError(f"recorded actions: {tuple(recorded.shape)} for a batch of {batch}")
         return self.cfg.min_speed_fraction * speed
 
-    def __call__(self, actions: torch.Tensor, video_fps: float, recorded: torch.Tensor | None = None
-                 ) -> RewardOutput:
+    def video_gate(self, newest: torch.Tensor | None, pred: torch.Tensor | None, truth: torch.Tensor | None,
+                   batch: int) -> dict[str, torch.Tensor]:
+        """The pixel-space motion gate and its inputs, (B,) each; empty without frames and with the gate off.
+
+        The decoded-speed gate trusts the IDM, and on blurred, nearly still predictions the IDM reads speed
+        from artefacts; this gate looks at the frames themselves: the prediction's mean absolute change from
+        the newest history frame against ``video_motion_fraction`` times the recorded video's.
+        """
+        fraction = self.cfg.video_motion_fraction
+        if pred is None:
+            if fraction > 0:
+                raise ValueError("reward.video_motion_fraction > 0 needs the predicted and recorded frames")
+            return {}
+        if newest is None or truth is None or pred.shape != truth.shape or newest.shape[1] != 1:
+            raise ValueError(f"video gate: newest {None if newest is None else tuple(newest.shape)}, pred "
+                             f"{tuple(pred.shape)}, truth {None if truth is None else tuple(truth.shape)}; expected "
+                             "(B, 1, 3, H, W) and two equal (B, T, 3, H, W)")
+        moved, asked = motion(pred, newest).mean(1), fraction * motion(truth, newest).mean(1)
+        if moved.shape != (batch,):
+            raise ValueError(f"video gate: {len(moved)} videos for a batch of {batch}")
+        gate = torch.where(asked > 0, torch.clamp(moved / asked.clamp(min=1e-12), max=1.0), torch.ones_like(moved))
+        return {"video_motion": moved, "video_motion_floor": asked, "video_gate": gate}
+
+    def __call__(self, actions: torch.Tensor, video_fps: float, recorded: torch.Tensor | None = None, *,
+                 newest: torch.Tensor | None = None, pred: torch.Tensor | None = None,
+                 truth: torch.Tensor | None = None) -> RewardOutput:
         """``recorded``: the commanded actions of the same windows and frames as ``actions`` (needed by
-        ``motion_reference: recorded``)."""
+        ``motion_reference: recorded``); ``newest``, ``pred``, ``truth``: the newest history frame and the
+        predicted and recorded future frames, in [0, 1] (needed by ``video_motion_fraction > 0``, logged
+        when given)."""
         if self.calibration is None:
             raise ValueError(f"the executability reward needs P_0; run `{CALIBRATE_COMMAND}` first")
         parts = self.penalty(actions, video_fps)
@@ -164,7 +193,9 @@ class ExecutabilityReward:
         parts["motion_floor"] = floor
         parts["motion_gate"] = gate
         parts["smoothness"] = r
-        return RewardOutput(total=r * gate, components=parts)
+        parts |= self.video_gate(newest, pred, truth, len(r))
+        total = r * gate * parts["video_gate"] if self.cfg.video_motion_fraction > 0 else r * gate
+        return RewardOutput(total=total, components=parts)
 
 
 def perceptual_reward(pred: torch.Tensor, truth: torch.Tensor, metric: str = "l1_lpips") -> RewardOutput:

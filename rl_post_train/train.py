@@ -81,13 +81,14 @@ class Scorer:
             return None
         return decode_video(self.idm, torch.cat([history, pred], dim=1))[:, history.shape[1] - 1:]
 
-    def __call__(self, actions: torch.Tensor | None, pred: torch.Tensor, truth: torch.Tensor,
+    def __call__(self, actions: torch.Tensor | None, history: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor,
                  recorded: torch.Tensor) -> dict[str, RewardOutput]:
         """``actions``: decoded by ``decode_actions``; ``recorded``: the window's commanded actions on the same
         frames (the last history frame and the future)."""
         out = {}
         if "executability" in self.weights:
-            out["executability"] = self.executability(actions, self.fps, recorded)
+            out["executability"] = self.executability(actions, self.fps, recorded, newest=history[:, -1:],
+                                                      pred=pred, truth=truth)
         if "perceptual" in self.weights:
             out["perceptual"] = perceptual_reward(pred, truth, self.cfg.perceptual_metric)
         if "repetition" in self.weights:
@@ -206,7 +207,7 @@ def train(cfg: GRPOConfig) -> Path:
             decoded = scorer.decode_actions(history, pred)
         timing["decoding"] = time.time() - t
         t = time.time()
-        rewards = scorer(decoded, pred, truth, actions[:, h - 1:])
+        rewards = scorer(decoded, history, pred, truth, actions[:, h - 1:])
         timing["reward"] = time.time() - t
 
         # 4. advantages per group (groups never span processes)

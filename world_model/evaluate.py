@@ -55,7 +55,7 @@ from sim.video import write_mp4  # noqa: E402
 from world_model.data import ClipWindows  # noqa: E402
 from world_model.imagine import success_of_imagined_episodes  # noqa: E402
 from world_model.latents import decode_latents, encode_video, with_anchor  # noqa: E402
-from world_model.metrics import lpips_model, psnr, repetition_rate, ssim  # noqa: E402
+from world_model.metrics import lpips_model, motion, psnr, repetition_rate, ssim  # noqa: E402
 from world_model.model import ActionEncoder, zero_output_layer  # noqa: E402
 from world_model.pipeline import RolloutInputs, WorldModelPipeline, load_world_model  # noqa: E402
 
@@ -66,8 +66,8 @@ MODES = ("planner", "simulator")
 METRICS = ("psnr", "ssim", "lpips", "repetition", "motion")
 PAIRED_METRICS = ("psnr", "ssim", "lpips")  # per-frame scores, compared window by window
 # executability of IDM-decoded planner rollouts (rl_post_train.rewards.ExecutabilityReward.penalty)
-EXEC_METRICS = ("reward", "motion_gate", "penalty", "jerk", "acc_smooth", "vel_violation_frac", "acc_violation_frac",
-                "mean_speed")
+EXEC_METRICS = ("reward", "smoothness", "motion_gate", "video_gate", "penalty", "jerk", "acc_smooth",
+                "vel_violation_frac", "acc_violation_frac", "mean_speed")
 
 
 def untrained_copy(pipe: WorldModelPipeline, seed: int) -> WorldModelPipeline:
@@ -119,12 +119,6 @@ def denoiser_summary(sums: dict[tuple[str, float], np.ndarray]) -> dict[str, lis
     return out
 
 
-def motion(video: torch.Tensor, newest: torch.Tensor) -> torch.Tensor:
-    """Mean absolute change of every frame of ``video`` (B, T, 3, H, W) from ``newest`` (B, 1, 3, H, W), (B, T):
-    how far a prediction departs from holding the newest frame (0 for repeat-last), next to the ground truth's."""
-    return (video - newest).abs().mean(dim=(2, 3, 4))
-
-
 def frame_metrics(pred: torch.Tensor, truth: torch.Tensor, newest: torch.Tensor, lp) -> dict[str, np.ndarray]:
     """PSNR, SSIM, LPIPS and motion (from ``newest``, the newest history frame) of every predicted frame, (B, T)
     arrays; repetition rate per window, (B,)."""
@@ -171,14 +165,15 @@ def by_stillness(model_psnr, repeat_psnr) -> list[dict[str, float | None]]:
 
 
 def executability(exe: ExecutabilityReward, idm: InverseDynamicsModel, history: torch.Tensor, pred: torch.Tensor,
-                  recorded: torch.Tensor, fps: int) -> dict[str, np.ndarray]:
+                  truth: torch.Tensor, recorded: torch.Tensor, fps: int) -> dict[str, np.ndarray]:
     """EVA's penalty terms (and reward, when calibrated) of the IDM-decoded actions of history + prediction;
-    ``recorded``: the window's commanded actions from the last history frame on (the recorded motion gate)."""
+    ``truth``: the recorded future frames (the video gate); ``recorded``: the window's commanded actions from
+    the last history frame on (the recorded motion gate)."""
     actions = decode_video(idm, torch.cat([history, pred], dim=1))[:, history.shape[1] - 1:]
     if exe.calibration is None:
         parts = exe.penalty(actions, fps)
     else:
-        r = exe(actions, fps, recorded)  # the penalty terms are among its components
+        r = exe(actions, fps, recorded, newest=history[:, -1:], pred=pred, truth=truth)  # penalty terms included
         parts = {**r.components, "reward": r.total}
     return {k: parts[k].numpy() for k in EXEC_METRICS if k in parts}
 
@@ -292,7 +287,8 @@ def evaluate_wm(cfg: EvalWMConfig) -> dict:
                         per_frame[mode][name][k].extend(v.tolist())
             if mode == "planner" and exe is not None:
                 for name, pred in {**preds, "ground_truth": truth}.items():
-                    for k, v in executability(exe, idm, history, pred, actions[:, h - 1:], pipe.config.fps).items():
+                    for k, v in executability(exe, idm, history, pred, truth, actions[:, h - 1:],
+                                                   pipe.config.fps).items():
                         exec_scores[name][k].extend(v.tolist())
             if mode == "simulator" and len(grids) < cfg.num_videos:
                 grids.extend(torch.cat([truth, *(preds[m] for m in methods)], dim=-1)[:cfg.num_videos - len(grids)])

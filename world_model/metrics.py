@@ -267,6 +267,12 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ssim_map.mean(dim=(-3, -2, -1)).view(-1, c).mean(dim=1).reshape(lead)
 
 
+def motion(video: torch.Tensor, newest: torch.Tensor) -> torch.Tensor:
+    """Mean absolute change of every frame of ``video`` (B, T, 3, H, W) from ``newest`` (B, 1, 3, H, W), (B, T):
+    how far a prediction departs from holding the newest frame (0 for repeat-last), next to the ground truth's."""
+    return (video - newest).abs().mean(dim=(2, 3, 4))
+
+
 def repetition_rate(video: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
     """Fraction of consecutive frame pairs that repeat, per video: (B, T, C, H, W) -> (B,).
 

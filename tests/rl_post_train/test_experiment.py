@@ -31,7 +31,8 @@ def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path, monkeypa
     recording("evaluate_wm", experiment.evaluate_wm, lambda c: c.reward)
     overrides = [f"checkpoint={wm}", f"idm_checkpoint={idm}", f"train_dataset={root}", f"test_dataset={root}",
                  f"output_dir={tmp_path}", "episodes_per_task=1",
-                 "executability_overrides=" + quoted(["motion_reference=recorded", "min_speed_fraction=0.5"]),
+                 "executability_overrides=" + quoted(["motion_reference=recorded", "min_speed_fraction=0.5",
+                                                        "video_motion_fraction=0.5"]),
                  "calibrate_overrides=" + quoted(["num_prompts=2", "batch_size=2", "num_future_frames=4", "steps=2"]),
                  "grpo_overrides=" + quoted([*TINY_GRPO, "max_steps=1"]),
                  "eval_overrides=" + quoted(["task=[lift_bar]", "num_future_frames=4", "num_windows=2", "batch_size=2",
@@ -42,11 +43,13 @@ def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path, monkeypa
     # the executability settings reach the calibration, the executability GRPO run and every evaluation
     reward_settings = [seen["calibrate"][0], seen["train"][0], *seen["evaluate_wm"]]
     assert len(reward_settings) == 5
-    assert all(r.motion_reference == "recorded" and r.min_speed_fraction == 0.5 for r in reward_settings)
-    assert "motion_gate" in evals["before"]["executability"]["model"]
+    assert all(r.motion_reference == "recorded" and r.min_speed_fraction == 0.5 and r.video_motion_fraction == 0.5
+               for r in reward_settings)
+    assert {"motion_gate", "video_gate", "smoothness"} <= set(evals["before"]["executability"]["model"])
     assert "untrained" in evals["before"]["modes"]["planner"] and "untrained" not in evals["perceptual"]["modes"]["planner"]
     text = report(cfg, evals)
     assert "| executability reward (EVA, higher is better) |" in text and "| lift_bar |" in text
+    assert "| video gate (1 = the frames move at least the floor) |" in text
     assert (tmp_path / "reward_curves.png").exists() and (tmp_path / "report.md").read_text() == text
     stamp = (tmp_path / "eval_before" / "wm_eval.json").stat().st_mtime_ns
     run_stages(cfg)  # everything exists: nothing reruns

@@ -157,7 +157,8 @@ def test_executability_run_logs_resumes_exactly_and_loads(tiny_models, tmp_path)
     train(grpo_config(tiny_models, tmp_path / "full", "max_steps=2", "updates_per_step=2", "micro_batch=1"))
     rec = _metrics(tmp_path / "full")[0]
     assert 0.9 < rec["ratio_min"] <= 1.0 <= rec["ratio_max"] < 1.1  # the second mini-batch is slightly off-policy
-    for key in ("reward", "reward/executability/jerk", "kl", "clip_fraction", "zero_std_ratio", "time/sampling"):
+    for key in ("reward", "reward/executability/jerk", "reward/executability/video_motion", "kl", "clip_fraction",
+                "zero_std_ratio", "time/sampling"):
         assert key in rec
     assert (tmp_path / "full" / CALIBRATION_FILE).exists()  # stored with the run
     train(grpo_config(tiny_models, tmp_path / "split", "max_steps=1", "updates_per_step=2", "micro_batch=1"))
@@ -192,8 +193,8 @@ def test_nonfinite_rewards_are_dropped_and_counted(tiny_models, tmp_path, monkey
 
     real = train_module.Scorer.__call__
 
-    def poisoned(self, actions, pred, truth, recorded):
-        out = real(self, actions, pred, truth, recorded)
+    def poisoned(self, *args):
+        out = real(self, *args)
         out["executability"].total[0] = float("nan")
         return out
 

@@ -110,6 +110,35 @@ def test_recorded_motion_gate_asks_for_the_commanded_motion_of_each_window(embod
         r(decoded, FPS, recorded[:1])
 
 
+def test_video_gate_reads_motion_from_the_frames_not_the_idm(embodiment):
+    """video_motion_fraction: the frames' own change from the newest history frame against the recorded video's.
+
+    The decoded actions move at full speed in both windows (the IDM reads motion), but the first prediction
+    changes its pixels by 0.05 where the recording changed by 0.2: a floor of half of it (0.1) halves the reward.
+    The second window's recording did not change, so it asks for no motion.
+    """
+    r = reward(embodiment, video_motion_fraction=0.5)
+    decoded = torch.cat([one_joint([0.1 * t for t in range(8)])] * 2)
+    newest = torch.full((2, 1, 3, 4, 4), 0.5)
+    truth = torch.stack([torch.full((3, 3, 4, 4), 0.7), torch.full((3, 3, 4, 4), 0.5)])
+    pred = torch.stack([torch.full((3, 3, 4, 4), 0.55), torch.full((3, 3, 4, 4), 0.5)])
+    out = r(decoded, FPS, newest=newest, pred=pred, truth=truth)
+    assert out.components["video_motion"].tolist() == pytest.approx([0.05, 0.0])
+    assert out.components["video_motion_floor"].tolist() == pytest.approx([0.1, 0.0])
+    assert out.components["video_gate"].tolist() == pytest.approx([0.5, 1.0])
+    assert out.total.tolist() == pytest.approx([0.5, 1.0])
+    # a prediction that moves more than the floor is not rewarded for moving more
+    assert r(decoded, FPS, newest=newest, pred=truth, truth=truth).total.tolist() == pytest.approx([1.0, 1.0])
+    # off (the default): the gate is logged but does not scale the reward
+    off = reward(embodiment)(decoded, FPS, newest=newest, pred=pred, truth=truth)
+    assert off.components["video_gate"].tolist() == pytest.approx([1.0, 1.0])
+    assert off.total.tolist() == pytest.approx([1.0, 1.0])
+    with pytest.raises(ValueError, match="predicted and recorded frames"):
+        r(decoded, FPS)
+    with pytest.raises(ValueError, match="expected"):
+        r(decoded, FPS, newest=newest, pred=pred, truth=truth[:, :2])
+
+
 def test_control_rate_interpolation_differences_at_the_control_interval(embodiment):
     r = reward(embodiment, rate="control")
     a = one_joint([0.1 * t for t in range(6)])
