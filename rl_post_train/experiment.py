@@ -162,6 +162,7 @@ def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
     row("motion gate (1 = moves at least the floor)", exe("motion_gate"))
     row("mean joint speed (rad/s)", exe("mean_speed"))
     row("video gate (1 = the frames move at least the floor)", exe("video_gate"))
+
     def planner(k):
         return lambda e: e["modes"]["planner"]["model"][k]["mean"]
 
