@@ -117,6 +117,7 @@ class ExecutabilityReward:
         self.calibration = calibration
         self.v_max = torch.as_tensor(embodiment.velocity_limit, dtype=torch.float32)
         self.a_max = torch.as_tensor(embodiment.acceleration_limit, dtype=torch.float32)
+        self.grippers = [i for i, name in enumerate(embodiment.joint_names) if "gripper" in name]
 
     def rate_and_actions(self, actions: torch.Tensor, video_fps: float) -> tuple[torch.Tensor, float]:
         actions = torch.as_tensor(actions, dtype=torch.float32)
@@ -128,8 +129,11 @@ class ExecutabilityReward:
         return actions, 1.0 / video_fps
 
     def penalty(self, actions: torch.Tensor, video_fps: float) -> dict[str, torch.Tensor]:
-        """EVA eqs 6-8 per sample: the four terms, their weighted sum ``penalty`` and the mean speed."""
+        """EVA eqs 6-8 per sample: the four terms, their weighted sum ``penalty`` and diagnostics: the mean
+        speed, the fraction of steps over a limit (any joint; grippers alone) and ``seam_jump``, the largest
+        joint change over the first video interval (history to prediction, as the callers pass actions)."""
         a, dt = self.rate_and_actions(actions, video_fps)
+        seam = torch.as_tensor(actions, dtype=torch.float32)[:, :2].diff(dim=1)[:, 0].abs().amax(-1)
         v, acc, jerk = finite_differences(a, dt)
         c = self.cfg
         p_acc_smooth = huber(acc, c.delta_acc).sum(-1).mean(-1)
@@ -141,7 +145,9 @@ class ExecutabilityReward:
         return {"penalty": total, "jerk": p_jerk, "acc_smooth": p_acc_smooth, "vel_limit": p_vel,
                 "acc_limit": p_acc, "mean_speed": v.abs().mean(dim=(1, 2)),
                 "vel_violation_frac": (v.abs() > self.v_max).any(-1).float().mean(-1),
-                "acc_violation_frac": (acc.abs() > self.a_max).any(-1).float().mean(-1)}
+                "gripper_vel_violation_frac": (v.abs() > self.v_max)[..., self.grippers].any(-1).float().mean(-1),
+                "acc_violation_frac": (acc.abs() > self.a_max).any(-1).float().mean(-1),
+                "seam_jump": seam}
 
     def motion_floor(self, recorded: torch.Tensor | None, video_fps: float, batch: int) -> torch.Tensor:
         """(B,) speeds below which the reward is scaled down; 0 where no motion is asked for."""

@@ -75,7 +75,16 @@ def test_limit_violation(embodiment):
     r = reward(embodiment, lambda_vel_limit=10.0)(one_joint([4.0 * t for t in range(6)]), FPS)
     assert r.components["vel_limit"].item() == pytest.approx((4 - vmax) ** 2, rel=1e-5)
     assert r.components["vel_violation_frac"].item() == 1.0
+    assert r.components["gripper_vel_violation_frac"].item() == 0.0  # the shoulder, not a gripper
+    assert r.components["seam_jump"].item() == pytest.approx(4.0)  # the first step, on its largest joint
     assert r.total.item() == pytest.approx(1 / (1 + 10 * (4 - vmax) ** 2 / 2.0), rel=1e-5)
+    # at 10 fps the left gripper (limit 5 /s) opens fully in the third step only: one of five steps over
+    assert embodiment.joint_names[6] == "left_gripper"
+    gripper = torch.zeros(1, 6, 14)
+    gripper[0, 3:, 6] = 1.0
+    g = reward(embodiment)(gripper, 10.0).components
+    assert g["gripper_vel_violation_frac"].item() == pytest.approx(0.2)
+    assert g["vel_violation_frac"].item() == pytest.approx(0.2) and g["seam_jump"].item() == 0.0
     # an acceleration beyond 25 rad/s^2: a jump of 30 rad/s in one step
     amax = float(embodiment.acceleration_limit[JOINT])
     r = reward(embodiment, lambda_jerk=0, lambda_acc=0, lambda_vel_limit=0)(one_joint([0, 0, 0, 30, 60, 90]), FPS)
