@@ -158,7 +158,7 @@ def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
     row("penalty P", exe("penalty"))
     row("jerk term (rad/s^3, Huber)", exe("jerk"))
     row("velocity-limit violations (fraction of steps)", exe("vel_violation_frac"))
-    row("... of a gripper", exe("gripper_vel_violation_frac"))
+    row("velocity-limit violations of a gripper (fraction of steps)", exe("gripper_vel_violation_frac"))
     row("acceleration-limit violations (fraction of steps)", exe("acc_violation_frac"))
     row("motion gate (1 = moves at least the floor)", exe("motion_gate"))
     row("mean joint speed (rad/s)", exe("mean_speed"))

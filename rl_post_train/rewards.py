@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from configs.constants import GRIPPER_INDICES
 from configs.embodiment import Embodiment
 from configs.run_files import atomic_write_json
 from configs.schema import PERCEPTUAL_METRICS, ExecutabilityRewardConfig
@@ -117,7 +118,6 @@ class ExecutabilityReward:
         self.calibration = calibration
         self.v_max = torch.as_tensor(embodiment.velocity_limit, dtype=torch.float32)
         self.a_max = torch.as_tensor(embodiment.acceleration_limit, dtype=torch.float32)
-        self.grippers = [i for i, name in enumerate(embodiment.joint_names) if "gripper" in name]
 
     def rate_and_actions(self, actions: torch.Tensor, video_fps: float) -> tuple[torch.Tensor, float]:
         actions = torch.as_tensor(actions, dtype=torch.float32)
@@ -132,22 +132,23 @@ class ExecutabilityReward:
         """EVA eqs 6-8 per sample: the four terms, their weighted sum ``penalty`` and diagnostics: the mean
         speed, the fraction of steps over a limit (any joint; grippers alone) and ``seam_jump``, the largest
         joint change over the first video interval (history to prediction, as the callers pass actions)."""
+        actions = torch.as_tensor(actions, dtype=torch.float32)
         a, dt = self.rate_and_actions(actions, video_fps)
-        seam = torch.as_tensor(actions, dtype=torch.float32)[:, :2].diff(dim=1)[:, 0].abs().amax(-1)
         v, acc, jerk = finite_differences(a, dt)
         c = self.cfg
         p_acc_smooth = huber(acc, c.delta_acc).sum(-1).mean(-1)
         p_jerk = huber(jerk, c.delta_jerk).sum(-1).mean(-1)
         p_vel = (torch.clamp(v.abs() - self.v_max, min=0) ** 2).sum(-1).mean(-1)
+        over_v = v.abs() > self.v_max
         p_acc = (torch.clamp(acc.abs() - self.a_max, min=0) ** 2).sum(-1).mean(-1)
         total = c.lambda_jerk * p_jerk + c.lambda_acc * p_acc_smooth + c.lambda_vel_limit * p_vel \
             + c.lambda_acc_limit * p_acc
         return {"penalty": total, "jerk": p_jerk, "acc_smooth": p_acc_smooth, "vel_limit": p_vel,
                 "acc_limit": p_acc, "mean_speed": v.abs().mean(dim=(1, 2)),
-                "vel_violation_frac": (v.abs() > self.v_max).any(-1).float().mean(-1),
-                "gripper_vel_violation_frac": (v.abs() > self.v_max)[..., self.grippers].any(-1).float().mean(-1),
+                "vel_violation_frac": over_v.any(-1).float().mean(-1),
+                "gripper_vel_violation_frac": over_v[..., list(GRIPPER_INDICES)].any(-1).float().mean(-1),
                 "acc_violation_frac": (acc.abs() > self.a_max).any(-1).float().mean(-1),
-                "seam_jump": seam}
+                "seam_jump": (actions[:, 1] - actions[:, 0]).abs().amax(-1)}
 
     def motion_floor(self, recorded: torch.Tensor | None, video_fps: float, batch: int) -> torch.Tensor:
         """(B,) speeds below which the reward is scaled down; 0 where no motion is asked for."""
@@ -200,8 +201,7 @@ class ExecutabilityReward:
         parts["motion_gate"] = gate
         parts["smoothness"] = r
         parts |= self.video_gate(newest, pred, truth, len(r))
-        total = r * gate * parts["video_gate"] if self.cfg.video_motion_fraction > 0 else r * gate
-        return RewardOutput(total=total, components=parts)
+        return RewardOutput(total=r * gate * parts.get("video_gate", 1.0), components=parts)
 
 
 def perceptual_reward(pred: torch.Tensor, truth: torch.Tensor, metric: str = "l1_lpips") -> RewardOutput:
