@@ -477,6 +477,10 @@ class RewardConfig:
     perceptual_metric: str = "l1_lpips"  # l1_lpips | l1 | lpips | mse | mae | psnr | ssim
     perceptual_weight: float = 0.0  # with name=executability: add this much perceptual reward (needs ground truth)
     repetition_weight: float = 0.0  # RLVR-World's repetition penalty
+    # the video motion gate as a reward of its own (rl_post_train.rewards.motion_reward; needs ground truth):
+    # min(1, the prediction's pixel change / (motion_fraction x the recorded video's)), added with this weight
+    motion_weight: float = 0.0
+    motion_fraction: float = 0.5
     combine: str = "sum"  # sum: weighted sum of rewards, then advantages | advantages: per-reward advantages, summed
 
     @property
@@ -490,7 +494,9 @@ class RewardConfig:
         _check(self.perceptual_metric in PERCEPTUAL_METRICS, "reward.perceptual_metric",
                f"unknown '{self.perceptual_metric}'; known {list(PERCEPTUAL_METRICS)}")
         _check(self.combine in ("sum", "advantages"), "reward.combine", f"must be 'sum' or 'advantages', got '{self.combine}'")
-        _check(self.perceptual_weight >= 0 and self.repetition_weight >= 0, "reward.*_weight", "must be >= 0")
+        for name in ("perceptual_weight", "repetition_weight", "motion_weight"):
+            _check(getattr(self, name) >= 0, f"reward.{name}", f"must be >= 0, got {getattr(self, name)}")
+        _check(self.motion_fraction > 0, "reward.motion_fraction", f"must be positive, got {self.motion_fraction}")
 
 
 @dataclass

@@ -8,7 +8,9 @@ model (instruction only, the ODE sampler) from ``num_prompts`` seeded dataset wi
 videos with the IDM, and take ``P_0`` as the ``reward.executability.p0_quantile`` quantile of the
 penalties, so the pre-trained model scores about 0.5 at gamma = 1. The motion floor of the reward
 (against frozen videos) is ``min_speed_fraction`` times the median mean joint speed of the same
-rollouts. Writes a JSON that ``eva-grpo`` requires and copies into its run directory.
+rollouts. The JSON also holds each weighted term's share of the mean penalty (EVA eq. 8), which
+shows whether a weight lets its term matter (a limit term at 1e-5 of the penalty cannot steer GRPO).
+Writes a JSON that ``eva-grpo`` requires and copies into its run directory.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def calibrate(cfg: CalibrateRewardConfig) -> Calibration:
     windows = ClipWindows(ds, list(range(len(ds))), cfg.camera, fps, h + cfg.num_future_frames,
                           tuple(pipe.config.image_size))
     episodes, starts = windows.sample_index(np.random.default_rng(cfg.seed), cfg.num_prompts)
-    penalties, speeds = [], []
+    parts_all: list[dict[str, torch.Tensor]] = []
     for i in tqdm(range(0, cfg.num_prompts, cfg.batch_size), desc="calibrate", unit="batch"):
         sl = slice(i, min(i + cfg.batch_size, cfg.num_prompts))
         frames, _, texts = windows.batch(episodes[sl], starts[sl])
@@ -54,10 +56,9 @@ def calibrate(cfg: CalibrateRewardConfig) -> Calibration:
                             seed=[cfg.seed + j for j in range(sl.start, sl.stop)], sampler="euler",
                             flow_shift=cfg.flow_shift)
         actions = decode_video(idm, torch.cat([history, pred], dim=1))[:, h - 1:]
-        parts = reward.penalty(actions, fps)
-        penalties.append(parts["penalty"])
-        speeds.append(parts["mean_speed"])
-    penalties, speeds = torch.cat(penalties).numpy(), torch.cat(speeds).numpy()
+        parts_all.append(reward.penalty(actions, fps))
+    parts = {k: torch.cat([p[k] for p in parts_all]) for k in parts_all[0]}
+    penalties, speeds = parts["penalty"].numpy(), parts["mean_speed"].numpy()
     if not np.isfinite(penalties).all():
         raise ValueError(f"{int((~np.isfinite(penalties)).sum())} rollouts gave a non-finite penalty; "
                          "check the IDM and world-model checkpoints")
@@ -66,10 +67,13 @@ def calibrate(cfg: CalibrateRewardConfig) -> Calibration:
         p0=float(max(np.quantile(penalties, exe.p0_quantile), 1e-12)),
         min_speed=float(exe.min_speed_fraction * np.median(speeds)), num_rollouts=len(penalties),
         source=f"world model {cfg.checkpoint}, IDM {cfg.idm_checkpoint}, {cfg.num_prompts} windows of "
-               f"{cfg.dataset_root} (seed {cfg.seed}), euler {cfg.steps} steps")
+               f"{cfg.dataset_root} (seed {cfg.seed}), euler {cfg.steps} steps",
+        term_shares=reward.term_shares(parts))
     calibration.save(cfg.output)
     log.info("P_0 = %.4g (penalty quantile %.2f; min %.4g, max %.4g); motion floor %.4g rad/s -> %s",
              calibration.p0, exe.p0_quantile, penalties.min(), penalties.max(), calibration.min_speed, cfg.output)
+    log.info("share of the mean penalty by weighted term: %s",
+             ", ".join(f"{k} {100 * v:.3g}%" for k, v in calibration.term_shares.items()))
     return calibration
 
 

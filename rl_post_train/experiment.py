@@ -32,7 +32,7 @@ from configs.run_files import atomic_write_text, save_resolved_config  # noqa: E
 from configs.schema import (CalibrateRewardConfig, EvalWMConfig, GRPOConfig, GRPOExperimentConfig,  # noqa: E402
                             validate)
 from rl_post_train.calibrate import calibrate  # noqa: E402
-from rl_post_train.rewards import CALIBRATION_FILE  # noqa: E402
+from rl_post_train.rewards import CALIBRATION_FILE, Calibration  # noqa: E402
 from rl_post_train.train import train  # noqa: E402
 from sim.report import dataset_section  # noqa: E402
 from world_model.evaluate import evaluate_wm  # noqa: E402
@@ -105,6 +105,18 @@ def reward_curves(out: Path, rewards: list[str]) -> Path:
     return path
 
 
+def reward_settings(cfg: GRPOExperimentConfig) -> list[str]:
+    """The executability reward's settings that differ from its defaults, and the pre-trained penalty's terms."""
+    lines = ["Executability reward settings: " + (", ".join(f"`{o}`" for o in cfg.executability_overrides)
+                                              or "the defaults (`configs/reward/executability.yaml`)") + "."]
+    path = Path(cfg.output_dir) / CALIBRATION_FILE
+    shares = Calibration.load(path).term_shares if path.exists() else {}
+    if shares:
+        lines.append("Share of the SFT model's mean penalty by weighted term (EVA eq. 8): "
+                     + ", ".join(f"{k} {100 * v:.3g}%" for k, v in shares.items()) + ".")
+    return [*lines, ""]
+
+
 def models_section(cfg: GRPOExperimentConfig) -> list[str]:
     """The last validation record of the IDM and world-model runs that made the checkpoints, when present."""
     lines = ["## Models", ""]
@@ -136,6 +148,7 @@ def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
              "What ran: (1) P_0 calibrated on the SFT model's rollouts (`executability_calibration.json`); "
              "(2) GRPO with LoRA for each reward (`grpo_<reward>/`: metrics.jsonl, TensorBoard, sample videos); "
              "(3) the same evaluation before and after (`eval_*/wm_eval.md`).", "",
+             *reward_settings(cfg),
              *models_section(cfg), *dataset_section(Path(cfg.train_dataset), out, out),
              "## GRPO", "", f"![reward curves]({os.path.relpath(curves, out)})", "",
              "## Before and after", "",
@@ -157,6 +170,8 @@ def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
     row("smoothness (1 + P/P_0)^-gamma, before the gates", exe("smoothness"))
     row("penalty P", exe("penalty"))
     row("jerk term (rad/s^3, Huber)", exe("jerk"))
+    row("velocity-limit term P_vel (squared excess, unweighted)", exe("vel_limit"))
+    row("acceleration-limit term P_acc (squared excess, unweighted)", exe("acc_limit"))
     row("velocity-limit violations (fraction of steps)", exe("vel_violation_frac"))
     row("velocity-limit violations of a gripper (fraction of steps)", exe("gripper_vel_violation_frac"))
     row("acceleration-limit violations (fraction of steps)", exe("acc_violation_frac"))
@@ -165,15 +180,14 @@ def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
     row("largest joint step from the last history frame to the first prediction", exe("seam_jump"))
     row("video gate (1 = the frames move at least the floor)", exe("video_gate"))
 
-    def planner(k):
-        return lambda e: e["modes"]["planner"]["model"][k]["mean"]
+    def video(mode, k):
+        return lambda e: e["modes"][mode]["model"][k]["mean"]
 
-    row("pixel motion from the newest history frame, planner mode", planner("motion"))
-    row("repetition rate, planner mode (still frame pairs)", planner("repetition"))
     for mode in ("planner", "simulator"):
-        row(f"LPIPS vs ground truth, {mode} mode (lower is better)",
-            lambda e, m=mode: e["modes"][m]["model"]["lpips"]["mean"])
-        row(f"PSNR, {mode} mode (dB)", lambda e, m=mode: e["modes"][m]["model"]["psnr"]["mean"])
+        row(f"LPIPS vs ground truth, {mode} mode (lower is better)", video(mode, "lpips"))
+        row(f"PSNR, {mode} mode (dB)", video(mode, "psnr"))
+        row(f"pixel motion from the newest history frame, {mode} mode", video(mode, "motion"))
+        row(f"repetition rate, {mode} mode (still frame pairs)", video(mode, "repetition"))
     gt = before.get("executability", {}).get("ground_truth")
     if gt:
         lines += ["", f"The held-out ground-truth videos through the same IDM score {gt['reward']['mean']:.4g} "

@@ -23,6 +23,8 @@ sample's total is left there for the GRPO step to drop and count (``rl_post_trai
   clip length, which group-normalised advantages ignore anyway), or MSE, MAE, PSNR, SSIM variants.
 * :func:`repetition_reward` (RLVR-World's repetition penalty): minus the rate of consecutive
   identical frames.
+* :func:`motion_reward`: the video gate above as a reward of its own, for the perceptual reward,
+  which a prediction that holds the newest frame games as surely as it games EVA's.
 * :func:`weighted_sum`: several rewards into one, components kept under ``<name>/<component>``.
 """
 
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -75,14 +77,23 @@ def finite_differences(actions: torch.Tensor, dt: float) -> tuple[torch.Tensor, 
     return v, acc, jerk
 
 
+PENALTY_TERMS = {"jerk": "lambda_jerk", "acc_smooth": "lambda_acc", "vel_limit": "lambda_vel_limit",
+                 "acc_limit": "lambda_acc_limit"}  # EVA eq. 8: term -> its weight in ExecutabilityRewardConfig
+
+
 @dataclass
 class Calibration:
-    """The reward scale estimated from rollouts of the pre-trained model, stored with the run."""
+    """The reward scale estimated from rollouts of the pre-trained model, stored with the run.
+
+    ``term_shares``: each weighted term's share of the mean penalty on those rollouts (EVA eq. 8), which
+    shows whether a weight lets its term matter at all; informative only, the reward does not read it.
+    """
 
     p0: float
     min_speed: float
     num_rollouts: int
     source: str  # what produced it (checkpoint, IDM, prompts)
+    term_shares: dict[str, float] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
         atomic_write_json(Path(path), self.__dict__)
@@ -100,7 +111,8 @@ class Calibration:
             raise ValueError(f"{path}: calibration lacks fields {missing}")
         if not d["p0"] > 0:
             raise ValueError(f"{path}: field 'p0' must be positive, got {d['p0']}")
-        return cls(**{k: d[k] for k in ("p0", "min_speed", "num_rollouts", "source")})
+        return cls(**{k: d[k] for k in ("p0", "min_speed", "num_rollouts", "source")},
+                   term_shares=d.get("term_shares", {}))
 
 
 class ExecutabilityReward:
@@ -141,14 +153,19 @@ class ExecutabilityReward:
         p_vel = (torch.clamp(v.abs() - self.v_max, min=0) ** 2).sum(-1).mean(-1)
         over_v = v.abs() > self.v_max
         p_acc = (torch.clamp(acc.abs() - self.a_max, min=0) ** 2).sum(-1).mean(-1)
-        total = c.lambda_jerk * p_jerk + c.lambda_acc * p_acc_smooth + c.lambda_vel_limit * p_vel \
-            + c.lambda_acc_limit * p_acc
-        return {"penalty": total, "jerk": p_jerk, "acc_smooth": p_acc_smooth, "vel_limit": p_vel,
-                "acc_limit": p_acc, "mean_speed": v.abs().mean(dim=(1, 2)),
+        terms = {"jerk": p_jerk, "acc_smooth": p_acc_smooth, "vel_limit": p_vel, "acc_limit": p_acc}
+        total = sum(getattr(c, PENALTY_TERMS[k]) * p for k, p in terms.items())
+        return {"penalty": total, **terms, "mean_speed": v.abs().mean(dim=(1, 2)),
                 "vel_violation_frac": over_v.any(-1).float().mean(-1),
                 "gripper_vel_violation_frac": over_v[..., list(GRIPPER_INDICES)].any(-1).float().mean(-1),
                 "acc_violation_frac": (acc.abs() > self.a_max).any(-1).float().mean(-1),
                 "seam_jump": (actions[:, 1] - actions[:, 0]).abs().amax(-1)}
+
+    def term_shares(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Each weighted term's share of the mean penalty of ``penalty``'s output (EVA eq. 8)."""
+        weighted = {k: getattr(self.cfg, w) * parts[k].mean().item() for k, w in PENALTY_TERMS.items()}
+        total = sum(weighted.values())
+        return {k: v / total if total > 0 else 0.0 for k, v in weighted.items()}
 
     def motion_floor(self, recorded: torch.Tensor | None, video_fps: float, batch: int) -> torch.Tensor:
         """(B,) speeds below which the reward is scaled down; 0 where no motion is asked for."""
@@ -163,26 +180,20 @@ class ExecutabilityReward:
 
     def video_gate(self, newest: torch.Tensor | None, pred: torch.Tensor | None, truth: torch.Tensor | None,
                    batch: int) -> dict[str, torch.Tensor]:
-        """The pixel-space motion gate and its inputs, (B,) each; empty without frames and with the gate off.
+        """:func:`video_motion_gate` at ``video_motion_fraction``; empty without frames and with the gate off.
 
         The decoded-speed gate trusts the IDM, and on blurred, nearly still predictions the IDM reads speed
-        from artefacts; this gate looks at the frames themselves: the prediction's mean absolute change from
-        the newest history frame against ``video_motion_fraction`` times the recorded video's.
+        from artefacts; this gate looks at the frames themselves.
         """
         fraction = self.cfg.video_motion_fraction
         if pred is None:
             if fraction > 0:
                 raise ValueError("reward.video_motion_fraction > 0 needs the predicted and recorded frames")
             return {}
-        if newest is None or truth is None or pred.shape != truth.shape or newest.shape[1] != 1:
-            raise ValueError(f"video gate: newest {None if newest is None else tuple(newest.shape)}, pred "
-                             f"{tuple(pred.shape)}, truth {None if truth is None else tuple(truth.shape)}; expected "
-                             "(B, 1, 3, H, W) and two equal (B, T, 3, H, W)")
-        moved, asked = motion(pred, newest).mean(1), fraction * motion(truth, newest).mean(1)
-        if moved.shape != (batch,):
-            raise ValueError(f"video gate: {len(moved)} videos for a batch of {batch}")
-        gate = torch.where(asked > 0, torch.clamp(moved / asked.clamp(min=1e-12), max=1.0), torch.ones_like(moved))
-        return {"video_motion": moved, "video_motion_floor": asked, "video_gate": gate}
+        parts = video_motion_gate(newest, pred, truth, fraction)
+        if len(parts["video_gate"]) != batch:
+            raise ValueError(f"video gate: {len(parts['video_gate'])} videos for a batch of {batch}")
+        return parts
 
     def __call__(self, actions: torch.Tensor, video_fps: float, recorded: torch.Tensor | None = None, *,
                  newest: torch.Tensor | None = None, pred: torch.Tensor | None = None,
@@ -202,6 +213,30 @@ class ExecutabilityReward:
         parts["smoothness"] = r
         parts |= self.video_gate(newest, pred, truth, len(r))
         return RewardOutput(total=r * gate * parts.get("video_gate", 1.0), components=parts)
+
+
+def video_motion_gate(newest: torch.Tensor | None, pred: torch.Tensor, truth: torch.Tensor | None,
+                      fraction: float) -> dict[str, torch.Tensor]:
+    """``min(1, moved / (fraction x recorded))`` per sample and its two inputs, (B,) each.
+
+    ``moved``: the prediction's mean absolute pixel change from the newest history frame ``newest``
+    (B, 1, 3, H, W); ``recorded``: the same of the recorded future ``truth``; frames in [0, 1]. A window
+    whose recorded video stands still (or ``fraction`` 0) asks for no motion: gate 1.
+    """
+    if newest is None or truth is None or pred.shape != truth.shape or pred.ndim != 5 or newest.shape[1] != 1:
+        raise ValueError(f"video gate: newest {None if newest is None else tuple(newest.shape)}, pred "
+                         f"{tuple(pred.shape)}, truth {None if truth is None else tuple(truth.shape)}; expected "
+                         "(B, 1, 3, H, W) and two equal (B, T, 3, H, W)")
+    moved, asked = motion(pred, newest).mean(1), fraction * motion(truth, newest).mean(1)
+    gate = torch.where(asked > 0, torch.clamp(moved / asked.clamp(min=1e-12), max=1.0), torch.ones_like(moved))
+    return {"video_motion": moved, "video_motion_floor": asked, "video_gate": gate}
+
+
+def motion_reward(newest: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor, fraction: float) -> RewardOutput:
+    """:func:`video_motion_gate` as a reward of its own, for composing with the perceptual reward: a frame
+    held still matches the ground truth's static background and earns perceptual reward; this does not."""
+    parts = video_motion_gate(newest, pred, truth, fraction)
+    return RewardOutput(total=parts["video_gate"], components=parts)
 
 
 def perceptual_reward(pred: torch.Tensor, truth: torch.Tensor, metric: str = "l1_lpips") -> RewardOutput:

@@ -13,7 +13,8 @@ One iteration, top to bottom:
      log-probability of every noisy step, in chunks of ``micro_batch`` (the same chunks the update
      recomputes, so the first ratio is exactly 1).
   3. rewards: decoded frames -> IDM actions -> executability (EVA), or -(L1 + LPIPS) against ground
-     truth (RLVR-World), plus optional perceptual/repetition terms; a non-finite reward drops its sample.
+     truth (RLVR-World), plus optional perceptual, repetition and motion terms; a non-finite reward drops
+     its sample.
   4. advantages: per group, normalised and clipped; groups with no spread are dropped.
   5. update: ``updates_per_step`` optimiser steps, each over its mini-batch with gradient accumulation
      over micro-batches and the chosen denoising steps: PPO-clipped ratio + beta KL to the model with LoRA
@@ -47,7 +48,7 @@ from idm.decode import decode_video
 from idm.model import InverseDynamicsModel
 from rl_post_train.grpo import (choose_train_steps, gaussian_kl, group_advantages, ppo_loss, sample_sde,
                                 step_log_prob)
-from rl_post_train.rewards import (CALIBRATION_FILE, Calibration, ExecutabilityReward, RewardOutput,
+from rl_post_train.rewards import (CALIBRATION_FILE, Calibration, ExecutabilityReward, RewardOutput, motion_reward,
                                    perceptual_reward, repetition_reward, weighted_sum)
 from sim.dataset import LeRobotDataset
 from sim.video import write_mp4
@@ -61,7 +62,7 @@ STATE_FILE = "grpo_state.pt"
 
 
 class Scorer:
-    """The configured rewards of a batch: executability (needs the IDM), perceptual, repetition."""
+    """The configured rewards of a batch: executability (needs the IDM), perceptual, repetition, motion."""
 
     def __init__(self, cfg: GRPOConfig, embodiment: Embodiment, fps: int, calibration: Calibration | None):
         self.cfg, self.fps = cfg.reward, fps
@@ -74,6 +75,8 @@ class Scorer:
             self.weights["perceptual"] = 1.0 if self.cfg.name == "perceptual" else self.cfg.perceptual_weight
         if self.cfg.repetition_weight > 0:
             self.weights["repetition"] = self.cfg.repetition_weight
+        if self.cfg.motion_weight > 0:
+            self.weights["motion"] = self.cfg.motion_weight
 
     def decode_actions(self, history: torch.Tensor, pred: torch.Tensor) -> torch.Tensor | None:
         """IDM actions of the last history frame and the prediction (a jump at the seam is penalised too)."""
@@ -93,20 +96,29 @@ class Scorer:
             out["perceptual"] = perceptual_reward(pred, truth, self.cfg.perceptual_metric)
         if "repetition" in self.weights:
             out["repetition"] = repetition_reward(pred)
+        if "motion" in self.weights:
+            out["motion"] = motion_reward(history[:, -1:], pred, truth, self.cfg.motion_fraction)
         return out
 
 
 def advantages_of(cfg: GRPOConfig, rewards: dict[str, RewardOutput], weights: dict[str, float]):
-    """Group advantages of the combined reward (``sum``), or the weighted sum of per-reward advantages."""
+    """Group advantages of the combined reward (``sum``), or the weighted sum of per-reward advantages.
+
+    With ``advantages``, a reward that is flat within a group adds nothing there, and the group is dropped
+    only when every reward is flat in it; a sample with any non-finite reward is dropped.
+    """
     total = weighted_sum(rewards, weights)
     if cfg.reward.combine == "sum":
         adv, keep, counts = group_advantages(total.total, cfg.group_size, cfg.adv_clip)
         return adv, keep, counts, total
-    adv, keep, counts = 0, True, {}
+    adv, finite, signal = 0, torch.isfinite(total.total), torch.zeros_like(total.total, dtype=torch.bool)
     for k, r in rewards.items():
-        a, kp, c = group_advantages(r.total, cfg.group_size, cfg.adv_clip)
-        adv, keep = adv + weights[k] * a, keep & kp
-        counts = {n: counts.get(n, 0) + v for n, v in c.items()}
+        a, kp, _ = group_advantages(r.total, cfg.group_size, cfg.adv_clip)
+        adv, signal = adv + weights[k] * a, signal | kp
+    keep = finite & signal
+    groups = keep.view(-1, cfg.group_size)
+    counts = {"nonfinite_rewards": int((~finite).sum()), "zero_std_groups": int((~groups.any(1)).sum()),
+              "groups": len(groups)}
     return adv * keep, keep, counts, total
 
 

@@ -66,8 +66,9 @@ MODES = ("planner", "simulator")
 METRICS = ("psnr", "ssim", "lpips", "repetition", "motion")
 PAIRED_METRICS = ("psnr", "ssim", "lpips")  # per-frame scores, compared window by window
 # executability of IDM-decoded planner rollouts (rl_post_train.rewards.ExecutabilityReward.penalty)
-EXEC_METRICS = ("reward", "smoothness", "motion_gate", "video_gate", "penalty", "jerk", "acc_smooth",
-                "vel_violation_frac", "gripper_vel_violation_frac", "acc_violation_frac", "mean_speed", "seam_jump")
+EXEC_METRICS = ("reward", "smoothness", "motion_gate", "video_gate", "penalty", "jerk", "acc_smooth", "vel_limit",
+                "acc_limit", "vel_violation_frac", "gripper_vel_violation_frac", "acc_violation_frac", "mean_speed",
+                "seam_jump")
 
 
 def untrained_copy(pipe: WorldModelPipeline, seed: int) -> WorldModelPipeline:

@@ -165,6 +165,8 @@ def test_embodiment_yaml_composes_into_primary_config(name):
         ("mpc", "imagination.init_sigma=1.5", "imagination.init_sigma"),
         ("campaign", "imagination.sampler=ddim", "imagination.sampler"),
         ("eval_wm", "flow_shift=0", "flow_shift"),
+        ("grpo", "reward.motion_weight=-1", "reward.motion_weight"),
+        ("grpo", "reward.motion_fraction=0", "reward.motion_fraction"),
     ],
 )
 def test_bad_value_names_the_field(name, override, field):

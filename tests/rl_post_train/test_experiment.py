@@ -50,6 +50,8 @@ def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path, monkeypa
     text = report(cfg, evals)
     assert "| executability reward (EVA, higher is better) |" in text and "| lift_bar |" in text
     assert "| video gate (1 = the frames move at least the floor) |" in text
+    assert "| velocity-limit term P_vel (squared excess, unweighted) |" in text
+    assert "`video_motion_fraction=0.5`" in text and "Share of the SFT model's mean penalty by weighted term" in text
     assert (tmp_path / "reward_curves.png").exists() and (tmp_path / "report.md").read_text() == text
     stamp = (tmp_path / "eval_before" / "wm_eval.json").stat().st_mtime_ns
     run_stages(cfg)  # everything exists: nothing reruns

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,8 +17,8 @@ from safetensors.torch import load_file
 
 from rl_post_train.grpo import (choose_train_steps, gaussian_kl, gaussian_log_prob, group_advantages, ppo_loss,
                                 sample_sde, sde_mean_std, sde_sigmas, step_log_prob)
-from rl_post_train.rewards import CALIBRATION_FILE, Calibration
-from rl_post_train.train import train
+from rl_post_train.rewards import CALIBRATION_FILE, Calibration, RewardOutput
+from rl_post_train.train import advantages_of, train
 from tests.rl_post_train.conftest import TINY_GRPO, grpo_config
 from world_model.pipeline import WorldModelPipeline
 from world_model.train import LORA_TARGETS
@@ -112,6 +113,22 @@ def test_group_advantages_drop_nonfinite_and_flat_groups():
     assert adv.abs().max() <= 1.0  # clipped
 
 
+def test_per_reward_advantages_keep_a_group_that_one_reward_leaves_flat():
+    # group 0: perceptual 1, 2, 3 and motion flat at 1 (every sample moves enough): kept on perceptual alone
+    # group 1: both flat: dropped; group 2: a NaN perceptual reward drops its sample
+    cfg = SimpleNamespace(reward=SimpleNamespace(combine="advantages"), group_size=3, adv_clip=5.0)
+    perceptual = torch.tensor([1.0, 2.0, 3.0, 4.0, 4.0, 4.0, 1.0, float("nan"), 3.0])
+    motion = torch.tensor([1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.0, 0.5, 1.0])
+    rewards = {"perceptual": RewardOutput(perceptual, {}), "motion": RewardOutput(motion, {})}
+    adv, keep, counts, total = advantages_of(cfg, rewards, {"perceptual": 1.0, "motion": 0.5})
+    assert keep.tolist() == [True, True, True, False, False, False, True, False, True]
+    assert counts == {"nonfinite_rewards": 1, "zero_std_groups": 1, "groups": 3}
+    assert adv[:3].tolist() == pytest.approx([-1.0, 0.0, 1.0], abs=1e-5)  # motion adds nothing
+    # group 2: perceptual 1, 3 (std sqrt 2) and motion 0, 0.5, 1 (std 0.5), motion weighted by 0.5
+    assert adv[[6, 8]].tolist() == pytest.approx([-1 / 2 ** 0.5 - 0.5, 1 / 2 ** 0.5 + 0.5], abs=1e-5)
+    assert torch.isfinite(adv).all() and adv[~keep].abs().sum() == 0
+
+
 def test_ppo_loss_clips_the_ratio():
     logp_old = torch.zeros(3)
     logp = torch.log(torch.tensor([1.0, 1.5, 0.5]))
@@ -182,9 +199,10 @@ def test_accumulation_does_not_change_the_update(tiny_models, tmp_path):
 
 def test_perceptual_run_and_window_mode(tiny_models, tmp_path):
     train(grpo_config(tiny_models, tmp_path / "p", "reward=perceptual", "max_steps=1", "train_timesteps=window",
-                      "reward.repetition_weight=0.1", "reward.combine=advantages"))
+                      "reward.repetition_weight=0.1", "reward.motion_weight=0.5", "reward.combine=advantages"))
     rec = _metrics(tmp_path / "p")[0]
     assert "reward/perceptual/lpips" in rec and "reward/repetition/repetition_rate" in rec
+    assert 0 <= rec["reward/motion"] <= 1 and "reward/motion/video_motion_floor" in rec
     assert rec["trained_steps"] == 2
 
 
@@ -209,6 +227,8 @@ def test_missing_calibration_is_refused_with_the_command(tiny_models, tmp_path):
         train(grpo_config(tiny_models, tmp_path / "x", f"reward.executability.calibration_file={tmp_path}/none.json"))
     cal = Calibration.load(tiny_models[3])
     assert cal.p0 > 0 and cal.num_rollouts == 4
+    assert set(cal.term_shares) == {"jerk", "acc_smooth", "vel_limit", "acc_limit"}
+    assert sum(cal.term_shares.values()) == pytest.approx(1.0)
 
 
 def test_two_processes_match_one(tiny_models, tmp_path):

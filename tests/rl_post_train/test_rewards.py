@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from configs.schema import ExecutabilityRewardConfig
-from rl_post_train.rewards import (Calibration, ExecutabilityReward, finite_differences, huber, perceptual_reward,
-                                   repetition_reward, weighted_sum)
+from rl_post_train.rewards import (Calibration, ExecutabilityReward, finite_differences, huber, motion_reward,
+                                   perceptual_reward, repetition_reward, weighted_sum)
 
 # fps = 1 and rate = video: dt = 1, so velocities, accelerations and jerks are plain differences
 FPS = 1.0
@@ -59,6 +61,21 @@ def test_step(embodiment):
     assert c["jerk"].item() == pytest.approx(jerk)
     assert c["vel_limit"].item() == 0 and c["acc_limit"].item() == 0
     assert r.total.item() == pytest.approx((1 + (acc_smooth + jerk) / 2.0) ** -1)
+
+
+def test_term_shares_weigh_each_term(embodiment):
+    # the step above: acc_smooth 0.1875, jerk 0.9583; a ramp at 4 rad/s adds vel_limit (4 - vmax)^2
+    r = reward(embodiment, lambda_jerk=2.0, lambda_vel_limit=10.0)
+    step, ramp = one_joint([0, 0, 0, 1, 1, 1]), one_joint([4.0 * t for t in range(6)])
+    parts = r.penalty(torch.cat([step, ramp]), FPS)
+    vmax = float(embodiment.velocity_limit[JOINT])
+    acc_smooth, jerk, vel = 0.1875 / 2, (0.5 + 1.875 + 0.5) / 3 / 2, (4 - vmax) ** 2 / 2  # means over 2 samples
+    weighted = {"jerk": 2.0 * jerk, "acc_smooth": acc_smooth, "vel_limit": 10.0 * vel, "acc_limit": 0.0}
+    total = sum(weighted.values())
+    shares = r.term_shares(parts)
+    assert shares == pytest.approx({k: v / total for k, v in weighted.items()}, rel=1e-5)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert r.term_shares(r.penalty(one_joint([0.0] * 6), FPS)) == {k: 0.0 for k in weighted}  # no penalty
 
 
 def test_jitter(embodiment):
@@ -148,6 +165,20 @@ def test_video_gate_reads_motion_from_the_frames_not_the_idm(embodiment):
         r(decoded, FPS, newest=newest, pred=pred, truth=truth[:, :2])
 
 
+def test_motion_reward_is_the_video_gate_alone():
+    """The same frames as above, scored without any actions: 0.05 moved against a floor of 0.5 x 0.2."""
+    newest = torch.full((2, 1, 3, 4, 4), 0.5)
+    truth = torch.stack([torch.full((3, 3, 4, 4), 0.7), torch.full((3, 3, 4, 4), 0.5)])
+    pred = torch.stack([torch.full((3, 3, 4, 4), 0.55), torch.full((3, 3, 4, 4), 0.5)])
+    out = motion_reward(newest, pred, truth, fraction=0.5)
+    assert out.total.tolist() == pytest.approx([0.5, 1.0])
+    assert out.components["video_motion"].tolist() == pytest.approx([0.05, 0.0])
+    held = motion_reward(newest, newest.expand(-1, 3, -1, -1, -1), truth, fraction=0.5)  # the newest frame, held
+    assert held.total.tolist() == pytest.approx([0.0, 1.0])
+    with pytest.raises(ValueError, match="expected"):
+        motion_reward(newest, pred, truth[:, :2], fraction=0.5)
+
+
 def test_control_rate_interpolation_differences_at_the_control_interval(embodiment):
     r = reward(embodiment, rate="control")
     a = one_joint([0.1 * t for t in range(6)])
@@ -166,9 +197,12 @@ def test_missing_calibration_names_the_command(embodiment, tmp_path):
 
 
 def test_calibration_round_trip(tmp_path):
-    c = Calibration(p0=0.5, min_speed=0.01, num_rollouts=4, source="x")
+    c = Calibration(p0=0.5, min_speed=0.01, num_rollouts=4, source="x", term_shares={"jerk": 0.9, "vel_limit": 0.1})
     c.save(tmp_path / "c.json")
     assert Calibration.load(tmp_path / "c.json") == c
+    legacy = {k: v for k, v in c.__dict__.items() if k != "term_shares"}  # a file written before term_shares
+    (tmp_path / "old.json").write_text(json.dumps(legacy))
+    assert Calibration.load(tmp_path / "old.json").term_shares == {}
 
 
 def test_wrong_action_dim_is_refused(embodiment):
