@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,6 +36,7 @@ from rl_post_train.calibrate import calibrate  # noqa: E402
 from rl_post_train.rewards import CALIBRATION_FILE, Calibration  # noqa: E402
 from rl_post_train.train import train  # noqa: E402
 from sim.report import dataset_section  # noqa: E402
+from sim.video import read_mp4  # noqa: E402
 from world_model.evaluate import evaluate_wm  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,39 @@ def reward_curves(out: Path, rewards: list[str]) -> Path:
         ax.set_xlabel("GRPO iteration")
     fig.tight_layout()
     path = out / "reward_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def frames_figure(out: Path, evals: dict) -> Path | None:
+    """The last predicted frame of the first simulator-mode grids (``eval_*/grid_<k>.mp4``, written by
+    ``eva-eval-wm``): one row per window, the ground truth then each model's prediction; None without grids."""
+    rows = []
+    for k in range(4):
+        paths = {name: out / f"eval_{name}" / f"grid_{k}.mp4" for name in evals}
+        if not all(p.exists() for p in paths.values()):
+            break
+        panels = []
+        for name, path in paths.items():
+            last = read_mp4(path)[-1]
+            methods = list(evals[name]["modes"]["simulator"])  # the grid: truth, then these, side by side
+            width = last.shape[1] // (1 + len(methods))
+            col = 1 + methods.index("model")
+            if not panels:
+                panels.append(last[:, :width])  # the ground truth, the same in every grid
+            panels.append(last[:, col * width:(col + 1) * width])
+        rows.append(np.concatenate(panels, axis=1))
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(2.2 * (1 + len(evals)), 2.2 * len(rows)))
+    ax.imshow(np.concatenate(rows, axis=0))
+    ax.set_xticks([(i + 0.5) * rows[0].shape[1] / (1 + len(evals)) for i in range(1 + len(evals))],
+                  ["ground truth", *evals])
+    ax.set_yticks([])
+    ax.set_title("last predicted frame, simulator mode (held-out windows)", fontsize=9)
+    fig.tight_layout()
+    path = out / "prediction_frames.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -204,6 +239,9 @@ def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
                 for c in cells) + f" | {100 * b['ground_truth_video_success']:.0f}% |")
         lines += ["", "Videos (ground truth | imagined): " + ", ".join(
             f"[{name} {task}](eval_{name}/imagined_{task}.mp4)" for name in evals for task in before["mujoco"]), ""]
+    frames = frames_figure(out, evals)
+    if frames:
+        lines += [f"![predicted frames]({os.path.relpath(frames, out)})", ""]
     lines += ["Sample rollouts during GRPO: " + ", ".join(f"`grpo_{r}/videos/`" for r in cfg.rewards), ""]
     text = "\n".join(lines)
     atomic_write_text(out / "report.md", text)

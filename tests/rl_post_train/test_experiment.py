@@ -36,7 +36,7 @@ def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path, monkeypa
                  "calibrate_overrides=" + quoted(["num_prompts=2", "batch_size=2", "num_future_frames=4", "steps=2"]),
                  "grpo_overrides=" + quoted([*TINY_GRPO, "max_steps=1"]),
                  "eval_overrides=" + quoted(["task=[lift_bar]", "num_future_frames=4", "num_windows=2", "batch_size=2",
-                                             "steps=2", "num_videos=0", "hold_steps=0"])]
+                                             "steps=2", "num_videos=1", "hold_steps=0"])]
     cfg = validate(configs.compose("grpo_experiment", overrides), GRPOExperimentConfig)
     evals = run_stages(cfg)
     assert set(evals) == {"before", "executability", "perceptual"}
@@ -53,6 +53,7 @@ def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path, monkeypa
     assert "| velocity-limit term P_vel (squared excess, unweighted) |" in text
     assert "`video_motion_fraction=0.5`" in text and "Share of the SFT model's mean penalty by weighted term" in text
     assert (tmp_path / "reward_curves.png").exists() and (tmp_path / "report.md").read_text() == text
+    assert "![predicted frames](prediction_frames.png)" in text and (tmp_path / "prediction_frames.png").exists()
     stamp = (tmp_path / "eval_before" / "wm_eval.json").stat().st_mtime_ns
     run_stages(cfg)  # everything exists: nothing reruns
     assert (tmp_path / "eval_before" / "wm_eval.json").stat().st_mtime_ns == stamp
