@@ -266,10 +266,9 @@ class ExecutabilityRewardConfig:
     delta_jerk: float = 50.0  # Huber threshold on jerk (rad/s^3)
     lambda_jerk: float = 1.0
     lambda_acc: float = 1.0
-    # the limit terms are squared excesses (rad/s)^2, far smaller than the jerk term's (rad/s^3)^2 at the control
-    # rate: at 10 the velocity term was 3e-5 of the SFT model's penalty (eva-calibrate-reward's term shares), too
-    # little for GRPO to see; at 1e5 it is about a quarter of the mean penalty, while P_0 (the median sample has
-    # no violation) stays the same
+    # the limit terms are squared excesses in (rad/s)^2, tiny next to the jerk term at the control rate: at 10 the
+    # velocity term was 4e-6 of the SFT model's mean penalty, too little for GRPO to see; at 1e5 it is 3.4%
+    # (eva-calibrate-reward logs each term's share), and P_0 (the median rollout has no violation) stays the same
     lambda_vel_limit: float = 1.0e5
     lambda_acc_limit: float = 1.0
     gamma: float = 1.0
