@@ -267,8 +267,9 @@ class ExecutabilityRewardConfig:
     lambda_jerk: float = 1.0
     lambda_acc: float = 1.0
     # the limit terms are squared excesses in (rad/s)^2, tiny next to the jerk term at the control rate: at 10 the
-    # velocity term was 4e-6 of the SFT model's mean penalty, too little for GRPO to see; at 1e5 it is 3.4%
-    # (eva-calibrate-reward logs each term's share), and P_0 (the median rollout has no violation) stays the same
+    # velocity term was 4e-6 to 3e-5 of the SFT model's mean penalty, too little for GRPO to see; at 1e5 it is 3%
+    # to 24% (calibration rollouts / held-out windows; eva-calibrate-reward logs each term's share), and P_0 (the
+    # median rollout has no violation) stays the same
     lambda_vel_limit: float = 1.0e5
     lambda_acc_limit: float = 1.0
     gamma: float = 1.0
