@@ -17,6 +17,7 @@ resumes from its checkpoint):
 from __future__ import annotations
 
 import json
+import itertools
 import logging
 import os
 import sys
@@ -111,7 +112,7 @@ def frames_figure(out: Path, evals: dict) -> Path | None:
     """The last predicted frame of the first simulator-mode grids (``eval_*/grid_<k>.mp4``, written by
     ``eva-eval-wm``): one row per window, the ground truth then each model's prediction; None without grids."""
     rows = []
-    for k in range(4):
+    for k in itertools.count():  # as many grids as every evaluation wrote (eva-eval-wm num_videos)
         paths = {name: out / f"eval_{name}" / f"grid_{k}.mp4" for name in evals}
         if not all(p.exists() for p in paths.values()):
             break
