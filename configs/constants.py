@@ -70,6 +70,7 @@ PREDICTIONS = ("velocity", "residual", "gated_residual", "masked_residual")
 FRAME_WEIGHTINGS = ("none", "copy_error")  # eva-train-wm frame_weighting (configs.schema.TrainWMConfig)
 RESIDUAL_PREDICTIONS = ("residual", "gated_residual", "masked_residual")  # zero-initialised output: a fresh model holds the newest frame
 MOTION_REFERENCES = ("pretrained", "recorded")  # the executability reward's motion-gate floor
+MOTION_MEASURES = ("agreement", "displacement")  # rl_post_train.rewards.motion_reward
 
 # Real2Sim (sim/real2sim.py, eva-campaign): fewer policies than this say nothing about a ranking
 MIN_RANKED_POLICIES = 3

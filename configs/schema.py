@@ -11,9 +11,9 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from configs.constants import (CAMERAS, FRAME_WEIGHTINGS, FUTURE_CONDITIONS, MIN_RANKED_POLICIES, MOTION_REFERENCES,
-                               PLANNER_POLICIES, PREDICTIONS, RESIDUAL_PREDICTIONS, SAMPLERS, STATIC_TOKEN_TOL,
-                               WM_EVAL_METHODS)
+from configs.constants import (CAMERAS, FRAME_WEIGHTINGS, FUTURE_CONDITIONS, MIN_RANKED_POLICIES, MOTION_MEASURES,
+                               MOTION_REFERENCES, PLANNER_POLICIES, PREDICTIONS, RESIDUAL_PREDICTIONS, SAMPLERS,
+                               STATIC_TOKEN_TOL, WM_EVAL_METHODS)
 
 
 def _check(cond: bool, where: str, msg: str) -> None:
@@ -481,9 +481,12 @@ class RewardConfig:
     perceptual_metric: str = "l1_lpips"  # l1_lpips | l1 | lpips | mse | mae | psnr | ssim
     perceptual_weight: float = 0.0  # with name=executability: add this much perceptual reward (needs ground truth)
     repetition_weight: float = 0.0  # RLVR-World's repetition penalty
-    # the video motion gate as a reward of its own (rl_post_train.rewards.motion_reward; needs ground truth):
-    # min(1, the prediction's pixel change / (motion_fraction x the recorded video's)), added with this weight
+    # pixel motion as a reward of its own (rl_post_train.rewards.motion_reward; needs ground truth), added with
+    # this weight. agreement: the overlap of the predicted and recorded frame-to-frame changes (1 = the same
+    # changes); displacement: min(1, the prediction's change from the newest history frame / (motion_fraction
+    # x the recorded video's)), which a flickering texture games
     motion_weight: float = 0.0
+    motion_measure: str = "agreement"
     motion_fraction: float = 0.5
     combine: str = "sum"  # sum: weighted sum of rewards, then advantages | advantages: per-reward advantages, summed
 
@@ -501,6 +504,8 @@ class RewardConfig:
         for name in ("perceptual_weight", "repetition_weight", "motion_weight"):
             _check(getattr(self, name) >= 0, f"reward.{name}", f"must be >= 0, got {getattr(self, name)}")
         _check(self.motion_fraction > 0, "reward.motion_fraction", f"must be positive, got {self.motion_fraction}")
+        _check(self.motion_measure in MOTION_MEASURES, "reward.motion_measure",
+               f"must be one of {MOTION_MEASURES}, got '{self.motion_measure}'")
 
 
 @dataclass

@@ -142,9 +142,10 @@ def frames_figure(out: Path, evals: dict) -> Path | None:
 
 
 def reward_settings(cfg: GRPOExperimentConfig) -> list[str]:
-    """The executability reward's settings that differ from its defaults, and the pre-trained penalty's terms."""
+    """The reward and GRPO settings that differ from their defaults, and the pre-trained penalty's terms."""
     lines = ["Executability reward settings: " + (", ".join(f"`{o}`" for o in cfg.executability_overrides)
-                                              or "the defaults (`configs/reward/executability.yaml`)") + "."]
+                                              or "the defaults (`configs/reward/executability.yaml`)") + ".",
+             "GRPO settings: " + (", ".join(f"`{o}`" for o in cfg.grpo_overrides) or "the defaults") + "."]
     path = Path(cfg.output_dir) / CALIBRATION_FILE
     shares = Calibration.load(path).term_shares if path.exists() else {}
     if shares:
@@ -217,12 +218,13 @@ def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
     row("video gate (1 = the frames move at least the floor)", exe("video_gate"))
 
     def video(mode, k):
-        return lambda e: e["modes"][mode]["model"][k]["mean"]
+        return lambda e: e["modes"][mode]["model"].get(k, {}).get("mean")
 
     for mode in ("planner", "simulator"):
         row(f"LPIPS vs ground truth, {mode} mode (lower is better)", video(mode, "lpips"))
         row(f"PSNR, {mode} mode (dB)", video(mode, "psnr"))
         row(f"pixel motion from the newest history frame, {mode} mode", video(mode, "motion"))
+        row(f"motion agreement with the recording, {mode} mode (1 = the recorded changes)", video(mode, "agreement"))
         row(f"repetition rate, {mode} mode (still frame pairs)", video(mode, "repetition"))
     gt = before.get("executability", {}).get("ground_truth")
     if gt:

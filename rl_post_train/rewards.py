@@ -23,8 +23,9 @@ sample's total is left there for the GRPO step to drop and count (``rl_post_trai
   clip length, which group-normalised advantages ignore anyway), or MSE, MAE, PSNR, SSIM variants.
 * :func:`repetition_reward` (RLVR-World's repetition penalty): minus the rate of consecutive
   identical frames.
-* :func:`motion_reward`: the video gate above as a reward of its own, for the perceptual reward,
-  which a prediction that holds the newest frame games as surely as it games EVA's.
+* :func:`motion_reward`: pixel motion as a reward of its own, for the perceptual reward, which a
+  prediction that holds the newest frame games as surely as it games EVA's: the agreement of the
+  predicted with the recorded frame-to-frame changes, or the video gate above.
 * :func:`weighted_sum`: several rewards into one, components kept under ``<name>/<component>``.
 """
 
@@ -37,12 +38,12 @@ from pathlib import Path
 
 import torch
 
-from configs.constants import GRIPPER_INDICES
+from configs.constants import GRIPPER_INDICES, MOTION_MEASURES
 from configs.embodiment import Embodiment
 from configs.run_files import atomic_write_json
 from configs.schema import PERCEPTUAL_METRICS, ExecutabilityRewardConfig
 from idm.decode import to_control_rate
-from world_model.metrics import lpips_model, mae, motion, mse, psnr, repetition_rate, ssim
+from world_model.metrics import lpips_model, mae, motion, motion_agreement, mse, psnr, repetition_rate, ssim
 
 log = logging.getLogger(__name__)
 
@@ -232,9 +233,20 @@ def video_motion_gate(newest: torch.Tensor | None, pred: torch.Tensor, truth: to
     return {"video_motion": moved, "video_motion_floor": asked, "video_gate": gate}
 
 
-def motion_reward(newest: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor, fraction: float) -> RewardOutput:
-    """:func:`video_motion_gate` as a reward of its own, for composing with the perceptual reward: a frame
-    held still matches the ground truth's static background and earns perceptual reward; this does not."""
+def motion_reward(newest: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor, measure: str,
+                  fraction: float) -> RewardOutput:
+    """Pixel motion as a reward of its own, for composing with the others: a frame held still matches the
+    ground truth's static background and earns perceptual reward; this does not.
+
+    ``agreement``: :func:`world_model.metrics.motion_agreement`, the overlap of the predicted and recorded
+    frame-to-frame changes, which also marks down motion the recording lacks (a flickering texture hacks
+    the gate below); ``displacement``: :func:`video_motion_gate` at ``fraction``.
+    """
+    if measure == "agreement":
+        agreement = motion_agreement(pred, truth, newest)
+        return RewardOutput(total=agreement, components={"motion_agreement": agreement})
+    if measure != "displacement":
+        raise ValueError(f"motion measure '{measure}': expected one of {MOTION_MEASURES}")
     parts = video_motion_gate(newest, pred, truth, fraction)
     return RewardOutput(total=parts["video_gate"], components=parts)
 

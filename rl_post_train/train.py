@@ -97,7 +97,8 @@ class Scorer:
         if "repetition" in self.weights:
             out["repetition"] = repetition_reward(pred)
         if "motion" in self.weights:
-            out["motion"] = motion_reward(history[:, -1:], pred, truth, self.cfg.motion_fraction)
+            out["motion"] = motion_reward(history[:, -1:], pred, truth, self.cfg.motion_measure,
+                                          self.cfg.motion_fraction)
         return out
 
 

@@ -55,7 +55,7 @@ from sim.video import write_mp4  # noqa: E402
 from world_model.data import ClipWindows  # noqa: E402
 from world_model.imagine import success_of_imagined_episodes  # noqa: E402
 from world_model.latents import decode_latents, encode_video, with_anchor  # noqa: E402
-from world_model.metrics import lpips_model, motion, psnr, repetition_rate, ssim  # noqa: E402
+from world_model.metrics import lpips_model, motion, motion_agreement, psnr, repetition_rate, ssim  # noqa: E402
 from world_model.model import ActionEncoder, zero_output_layer  # noqa: E402
 from world_model.pipeline import RolloutInputs, WorldModelPipeline, load_world_model  # noqa: E402
 
@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 METHODS = WM_EVAL_METHODS
 MODES = ("planner", "simulator")
-METRICS = ("psnr", "ssim", "lpips", "repetition", "motion")
+METRICS = ("psnr", "ssim", "lpips", "repetition", "motion", "agreement")
 PAIRED_METRICS = ("psnr", "ssim", "lpips")  # per-frame scores, compared window by window
 # executability of IDM-decoded planner rollouts (rl_post_train.rewards.ExecutabilityReward.penalty)
 EXEC_METRICS = ("reward", "smoothness", "motion_gate", "video_gate", "penalty", "jerk", "acc_smooth", "vel_limit",
@@ -122,7 +122,7 @@ def denoiser_summary(sums: dict[tuple[str, float], np.ndarray]) -> dict[str, lis
 
 def frame_metrics(pred: torch.Tensor, truth: torch.Tensor, newest: torch.Tensor, lp) -> dict[str, np.ndarray]:
     """PSNR, SSIM, LPIPS and motion (from ``newest``, the newest history frame) of every predicted frame, (B, T)
-    arrays; repetition rate per window, (B,)."""
+    arrays; repetition rate and motion agreement with the recording per window, (B,)."""
     flat_p, flat_t = pred.flatten(0, 1), truth.flatten(0, 1)
     b, t = pred.shape[:2]
     with torch.no_grad():
@@ -130,6 +130,7 @@ def frame_metrics(pred: torch.Tensor, truth: torch.Tensor, newest: torch.Tensor,
     out = {k: v.view(b, t).numpy() for k, v in per_frame.items()}
     out["repetition"] = repetition_rate(pred, tol=1.0 / 255).numpy()
     out["motion"] = motion(pred, newest).numpy()
+    out["agreement"] = motion_agreement(pred, truth, newest).numpy()
     return out
 
 
@@ -334,15 +335,17 @@ def markdown(summary: dict) -> str:
              f"+ {summary['future_frames']} predicted frames, {summary['sampler']} {summary['steps']} steps "
              "(mean +- standard error).", ""]
     for mode, methods in summary["modes"].items():
-        lines += [f"**{mode}**", "", "| method | PSNR (dB) | SSIM | LPIPS | repetition rate | motion |",
-                  "|---|---|---|---|---|---|"]
+        lines += [f"**{mode}**", "", "| method | PSNR (dB) | SSIM | LPIPS | repetition rate | motion | motion agreement |",
+                  "|---|---|---|---|---|---|---|"]
         for name, m in methods.items():
             lines.append(f"| {name} | " + " | ".join(f"{m[k]['mean']:.4g} +- {m[k]['sem']:.2g}" for k in METRICS)
                          + " |")
         lines.append("")
     gt = summary["ground_truth_motion"]
     lines += ["motion: the mean absolute change of the predicted frames from the newest history frame (pixels in "
-              f"[0, 1]); the ground truth's: {gt['mean']:.4g} +- {gt['sem']:.2g}.", ""]
+              f"[0, 1]); the ground truth's: {gt['mean']:.4g} +- {gt['sem']:.2g}. motion agreement: the overlap of the "
+              "predicted and recorded frame-to-frame changes (1 = the same changes, 0 = none of them; "
+              "world_model.metrics.motion_agreement).", ""]
     if "model_vs_repeat_last" in summary:
         lines += ["**model minus repeat-last, paired over the same windows** (mean +- standard error; share of windows "
                   "where the model is better)", "", "| mode | PSNR (dB) | SSIM | LPIPS |", "|---|---|---|---|"]

@@ -273,6 +273,34 @@ def motion(video: torch.Tensor, newest: torch.Tensor) -> torch.Tensor:
     return (video - newest).abs().mean(dim=(2, 3, 4))
 
 
+def motion_agreement(video: torch.Tensor, truth: torch.Tensor, newest: torch.Tensor) -> torch.Tensor:
+    """How much of the recorded motion a prediction makes, where and when the recording makes it, (B,) in [0, 1].
+
+    The soft Dice ``2 sum min(|dp|, |dt|) / (sum |dp| + sum |dt|)`` of the per-pixel change maps of
+    consecutive frames (channel mean), ``dp`` of ``video`` and ``dt`` of ``truth`` (B, T, C, H, W), each
+    sequence starting at ``newest`` (B, 1, C, H, W), the newest history frame. 1 only where the prediction
+    changes every pixel of every frame by as much as the recording does; 0 for a held frame against a
+    recording that moves. Motion the recording lacks (a flickering texture, sampler noise), motion in the
+    wrong place, and a jump into the first frame followed by a hold each lower it, which the mean change
+    from ``newest`` (:func:`motion`) rewards. Two still videos agree: 1.
+    """
+    if video.shape != truth.shape or video.ndim != 5 or newest.shape != (video.shape[0], 1, *video.shape[2:]):
+        raise ValueError(f"motion agreement: video {tuple(video.shape)}, truth {tuple(truth.shape)}, newest "
+                         f"{tuple(newest.shape)}; expected two equal (B, T, C, H, W) and (B, 1, C, H, W)")
+    for name, t in (("video", video), ("truth", truth), ("newest", newest)):
+        _check_finite_unit_range(t, name)
+    dt = _compute_dtype(video)
+
+    def changes(v: torch.Tensor) -> torch.Tensor:
+        seq = torch.cat([newest, v], dim=1).to(dt)
+        return (seq[:, 1:] - seq[:, :-1]).abs().mean(dim=2)  # (B, T, H, W)
+
+    cp, ct = changes(video), changes(truth)
+    overlap = 2 * torch.minimum(cp, ct).sum(dim=(1, 2, 3))
+    size = cp.sum(dim=(1, 2, 3)) + ct.sum(dim=(1, 2, 3))
+    return torch.where(size > 0, overlap / size.clamp(min=torch.finfo(dt).tiny), torch.ones_like(size))
+
+
 def repetition_rate(video: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
     """Fraction of consecutive frame pairs that repeat, per video: (B, T, C, H, W) -> (B,).
 

@@ -167,6 +167,7 @@ def test_embodiment_yaml_composes_into_primary_config(name):
         ("eval_wm", "flow_shift=0", "flow_shift"),
         ("grpo", "reward.motion_weight=-1", "reward.motion_weight"),
         ("grpo", "reward.motion_fraction=0", "reward.motion_fraction"),
+        ("grpo", "reward.motion_measure=speed", "reward.motion_measure"),
     ],
 )
 def test_bad_value_names_the_field(name, override, field):

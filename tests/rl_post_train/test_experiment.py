@@ -51,6 +51,7 @@ def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path, monkeypa
     assert "| executability reward (EVA, higher is better) |" in text and "| lift_bar |" in text
     assert "| video gate (1 = the frames move at least the floor) |" in text
     assert "| velocity-limit term P_vel (squared excess, unweighted) |" in text
+    assert "`max_steps=1`" in text and "| motion agreement with the recording, planner mode" in text
     assert "`video_motion_fraction=0.5`" in text and "Share of the SFT model's mean penalty by weighted term" in text
     assert (tmp_path / "reward_curves.png").exists() and (tmp_path / "report.md").read_text() == text
     assert "![predicted frames](prediction_frames.png)" in text and (tmp_path / "prediction_frames.png").exists()

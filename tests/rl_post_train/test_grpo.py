@@ -202,7 +202,7 @@ def test_perceptual_run_and_window_mode(tiny_models, tmp_path):
                       "reward.repetition_weight=0.1", "reward.motion_weight=0.5", "reward.combine=advantages"))
     rec = _metrics(tmp_path / "p")[0]
     assert "reward/perceptual/lpips" in rec and "reward/repetition/repetition_rate" in rec
-    assert 0 <= rec["reward/motion"] <= 1 and "reward/motion/video_motion_floor" in rec
+    assert 0 <= rec["reward/motion"] <= 1 and "reward/motion/motion_agreement" in rec
     assert rec["trained_steps"] == 2
 
 

@@ -165,18 +165,37 @@ def test_video_gate_reads_motion_from_the_frames_not_the_idm(embodiment):
         r(decoded, FPS, newest=newest, pred=pred, truth=truth[:, :2])
 
 
-def test_motion_reward_is_the_video_gate_alone():
+def test_motion_reward_displacement_is_the_video_gate_alone():
     """The same frames as above, scored without any actions: 0.05 moved against a floor of 0.5 x 0.2."""
     newest = torch.full((2, 1, 3, 4, 4), 0.5)
     truth = torch.stack([torch.full((3, 3, 4, 4), 0.7), torch.full((3, 3, 4, 4), 0.5)])
     pred = torch.stack([torch.full((3, 3, 4, 4), 0.55), torch.full((3, 3, 4, 4), 0.5)])
-    out = motion_reward(newest, pred, truth, fraction=0.5)
+    out = motion_reward(newest, pred, truth, "displacement", fraction=0.5)
     assert out.total.tolist() == pytest.approx([0.5, 1.0])
     assert out.components["video_motion"].tolist() == pytest.approx([0.05, 0.0])
-    held = motion_reward(newest, newest.expand(-1, 3, -1, -1, -1), truth, fraction=0.5)  # the newest frame, held
+    held = motion_reward(newest, newest.expand(-1, 3, -1, -1, -1), truth, "displacement", fraction=0.5)
     assert held.total.tolist() == pytest.approx([0.0, 1.0])
     with pytest.raises(ValueError, match="expected"):
-        motion_reward(newest, pred, truth[:, :2], fraction=0.5)
+        motion_reward(newest, pred, truth[:, :2], "displacement", fraction=0.5)
+    with pytest.raises(ValueError, match="motion measure 'speed'"):
+        motion_reward(newest, pred, truth, "speed", fraction=0.5)
+
+
+def test_motion_reward_agreement_marks_down_flicker_the_gate_passes():
+    """The recording steps by 0.2 into its first frame and holds; changes per frame (0.2, 0, 0)."""
+    newest = torch.full((1, 1, 3, 4, 4), 0.5)
+    truth = torch.full((1, 3, 3, 4, 4), 0.7)
+    frames = lambda *values: torch.stack([torch.full((3, 4, 4), v) for v in values])[None]  # noqa: E731
+    # a quarter of the step, then a hold: changes (0.05, 0, 0); 2 * 0.05 / (0.05 + 0.2) = 0.4
+    assert motion_reward(newest, frames(0.55, 0.55, 0.55), truth, "agreement", 0.5).total.item() == pytest.approx(0.4)
+    # a flicker around the newest frame: it moves 0.2 from the newest frame in every frame, so the gate is 1,
+    # but changes (0.2, 0.4, 0.4) where the recording holds: 2 * 0.2 / (1.0 + 0.2) = 1/3
+    flicker = frames(0.7, 0.3, 0.7)
+    assert motion_reward(newest, flicker, truth, "displacement", 0.5).total.item() == pytest.approx(1.0)
+    out = motion_reward(newest, flicker, truth, "agreement", 0.5)
+    assert out.total.item() == pytest.approx(1 / 3)
+    assert out.components["motion_agreement"].item() == pytest.approx(1 / 3)
+    assert motion_reward(newest, truth, truth, "agreement", 0.5).total.item() == pytest.approx(1.0)
 
 
 def test_control_rate_interpolation_differences_at_the_control_interval(embodiment):

@@ -26,6 +26,7 @@ from world_model.metrics import (
     lpips,
     lpips_model,
     mae,
+    motion_agreement,
     mse,
     psnr,
     repetition_rate,
@@ -133,6 +134,46 @@ def test_repetition_rate_tolerance_counts_near_repeats():
     video = torch.stack([frame, frame + 0.001, frame + 0.002, frame + 0.5])[None]  # mean |diff| 0.001, 0.001, 0.498
     torch.testing.assert_close(repetition_rate(video), torch.tensor([0.0]))
     torch.testing.assert_close(repetition_rate(video, tol=0.01), torch.tensor([2 / 3]))
+
+
+def _square_video(positions: list[tuple[int, int]], value: float = 0.8) -> torch.Tensor:
+    """(1, T, 3, 8, 8): a 2x2 bright square on black at each (row, col), one frame per position."""
+    frames = torch.zeros(len(positions), 3, 8, 8)
+    for t, (r, c) in enumerate(positions):
+        frames[t, :, r:r + 2, c:c + 2] = value
+    return frames[None]
+
+
+def test_motion_agreement_on_constructed_videos():
+    newest = _square_video([(0, 0)])
+    truth = _square_video([(0, 2), (0, 4)])  # the square moves right by 2 pixels each frame
+    assert motion_agreement(truth, truth, newest).item() == 1.0
+    assert motion_agreement(newest.expand_as(truth), truth, newest).item() == 0.0  # held frame
+    # the same motion, half the contrast: every change is half the recorded one: 2 * (1/2) / (1/2 + 1) = 2/3
+    half = newest + 0.5 * (truth - newest.expand_as(truth))
+    torch.testing.assert_close(motion_agreement(half, truth, newest), torch.tensor([2 / 3]))
+    # the first frame right, then a hold: the first change agrees (8 pixels x 0.8 on each side), the second
+    # not (the recording changes 8 pixels by 0.8, the prediction none): 2 * 6.4 / (6.4 + 12.8) = 2/3
+    first_then_hold = truth[:, :1].expand_as(truth)
+    torch.testing.assert_close(motion_agreement(first_then_hold, truth, newest), torch.tensor([2 / 3]))
+    # moving the wrong way (down instead of right): only the 4 pixels the square leaves in the first frame
+    # change in both: 2 * 3.2 / (12.8 + 12.8) = 1/4
+    wrong = _square_video([(2, 0), (4, 0)])
+    torch.testing.assert_close(motion_agreement(wrong, truth, newest), torch.tensor([0.25]))
+    # flicker the recording lacks (0.1 on every pixel of every frame) on top of the right motion lowers it
+    flicker = (truth + 0.1 * torch.tensor([1.0, -1.0]).view(1, 2, 1, 1, 1)).clamp(0, 1)
+    assert motion_agreement(flicker, truth, newest).item() < 0.8
+    still = newest.expand(1, 2, 3, 8, 8)
+    assert motion_agreement(still, still, newest).item() == 1.0  # nothing asked, nothing made
+    assert motion_agreement(truth, still, newest).item() == 0.0
+
+
+def test_motion_agreement_bad_inputs_raise():
+    video = torch.rand(2, 3, 3, 8, 8)
+    with pytest.raises(ValueError, match="newest"):
+        motion_agreement(video, video, video[:, :2])
+    with pytest.raises(ValueError, match="NaN"):
+        motion_agreement(video, torch.full_like(video, float("nan")), video[:, :1])
 
 
 # ----------------------------------------------------------------------------- bad inputs
