@@ -280,9 +280,13 @@ class ExecutabilityRewardConfig:
     #   recorded:   the mean speed of the recorded (commanded) actions of the same window, per sample
     motion_reference: str = "pretrained"
     min_speed_fraction: float = 0.25
-    # the video gate (0 = off): the prediction's mean absolute pixel change from the newest history frame must
-    # reach this fraction of the recorded video's, or R is scaled down in proportion (needs recorded frames)
+    # the video gate (0 = off; needs recorded frames): R is scaled down in proportion below the fraction
+    #   displacement: the prediction's mean absolute pixel change from the newest history frame must reach this
+    #                 fraction of the recorded video's (a flickering texture passes it)
+    #   agreement:    the motion agreement of the prediction with the recording (world_model.metrics; 1 = the
+    #                 recorded frame-to-frame changes) must reach this value, in (0, 1]
     video_motion_fraction: float = 0.0
+    video_motion_measure: str = "displacement"
 
     def __post_init__(self) -> None:
         _check(self.rate in ("control", "video"), "reward.rate", f"must be 'control' or 'video', got '{self.rate}'")
@@ -294,6 +298,10 @@ class ExecutabilityRewardConfig:
         _check(0 < self.p0_quantile < 1, "reward.p0_quantile", f"must be in (0, 1), got {self.p0_quantile}")
         _check(self.motion_reference in MOTION_REFERENCES, "reward.motion_reference",
                f"must be one of {MOTION_REFERENCES}, got '{self.motion_reference}'")
+        _check(self.video_motion_measure in MOTION_MEASURES, "reward.video_motion_measure",
+               f"must be one of {MOTION_MEASURES}, got '{self.video_motion_measure}'")
+        _check(self.video_motion_measure != "agreement" or self.video_motion_fraction <= 1, "reward.video_motion_fraction",
+               f"an agreement is at most 1; got {self.video_motion_fraction} with video_motion_measure=agreement")
 
 
 # ============================================================================ world model

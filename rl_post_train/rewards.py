@@ -17,7 +17,9 @@ sample's total is left there for the GRPO step to drop and count (``rl_post_trai
   stood still asks for no motion. Both read speed through the IDM, which finds some speed even in
   blurred, nearly still predictions; the video gate (``video_motion_fraction > 0``, DESIGN.md's
   "progress term") multiplies R by ``min(1, moved / (fraction x recorded))`` of the frames themselves:
-  the prediction's mean absolute change from the newest history frame against the recorded video's.
+  the prediction's mean absolute change from the newest history frame against the recorded video's
+  (``video_motion_measure: displacement``), or by ``min(1, agreement / fraction)`` of the motion agreement
+  with the recording (``agreement``), which a flickering texture does not satisfy.
 * :func:`perceptual_reward` (RLVR-World): ``-(L1 + LPIPS)`` of predicted against ground-truth frames,
   averaged over frames (RLVR-World sums over frames; the mean keeps the scale independent of the
   clip length, which group-normalised advantages ignore anyway), or MSE, MAE, PSNR, SSIM variants.
@@ -191,7 +193,7 @@ class ExecutabilityReward:
             if fraction > 0:
                 raise ValueError("reward.video_motion_fraction > 0 needs the predicted and recorded frames")
             return {}
-        parts = video_motion_gate(newest, pred, truth, fraction)
+        parts = video_motion_gate(newest, pred, truth, fraction, self.cfg.video_motion_measure)
         if len(parts["video_gate"]) != batch:
             raise ValueError(f"video gate: {len(parts['video_gate'])} videos for a batch of {batch}")
         return parts
@@ -217,17 +219,25 @@ class ExecutabilityReward:
 
 
 def video_motion_gate(newest: torch.Tensor | None, pred: torch.Tensor, truth: torch.Tensor | None,
-                      fraction: float) -> dict[str, torch.Tensor]:
-    """``min(1, moved / (fraction x recorded))`` per sample and its two inputs, (B,) each.
+                      fraction: float, measure: str = "displacement") -> dict[str, torch.Tensor]:
+    """The video gate per sample and its inputs, (B,) each; frames in [0, 1].
 
-    ``moved``: the prediction's mean absolute pixel change from the newest history frame ``newest``
-    (B, 1, 3, H, W); ``recorded``: the same of the recorded future ``truth``; frames in [0, 1]. A window
-    whose recorded video stands still (or ``fraction`` 0) asks for no motion: gate 1.
+    ``displacement``: ``min(1, moved / (fraction x recorded))``, where ``moved`` is the prediction's mean
+    absolute pixel change from the newest history frame ``newest`` (B, 1, 3, H, W) and ``recorded`` the same
+    of the recorded future ``truth``; a window whose recorded video stands still (or ``fraction`` 0) asks for
+    no motion: gate 1. ``agreement``: ``min(1, agreement / fraction)`` with
+    :func:`world_model.metrics.motion_agreement`, which a flickering texture does not satisfy.
     """
     if newest is None or truth is None or pred.shape != truth.shape or pred.ndim != 5 or newest.shape[1] != 1:
         raise ValueError(f"video gate: newest {None if newest is None else tuple(newest.shape)}, pred "
                          f"{tuple(pred.shape)}, truth {None if truth is None else tuple(truth.shape)}; expected "
                          "(B, 1, 3, H, W) and two equal (B, T, 3, H, W)")
+    if measure == "agreement":
+        agreement = motion_agreement(pred, truth, newest)
+        gate = torch.clamp(agreement / fraction, max=1.0) if fraction > 0 else torch.ones_like(agreement)
+        return {"video_agreement": agreement, "video_gate": gate}
+    if measure != "displacement":
+        raise ValueError(f"motion measure '{measure}': expected one of {MOTION_MEASURES}")
     moved, asked = motion(pred, newest).mean(1), fraction * motion(truth, newest).mean(1)
     gate = torch.where(asked > 0, torch.clamp(moved / asked.clamp(min=1e-12), max=1.0), torch.ones_like(moved))
     return {"video_motion": moved, "video_motion_floor": asked, "video_gate": gate}
@@ -245,9 +255,7 @@ def motion_reward(newest: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor,
     if measure == "agreement":
         agreement = motion_agreement(pred, truth, newest)
         return RewardOutput(total=agreement, components={"motion_agreement": agreement})
-    if measure != "displacement":
-        raise ValueError(f"motion measure '{measure}': expected one of {MOTION_MEASURES}")
-    parts = video_motion_gate(newest, pred, truth, fraction)
+    parts = video_motion_gate(newest, pred, truth, fraction, measure)
     return RewardOutput(total=parts["video_gate"], components=parts)
 
 

@@ -165,6 +165,28 @@ def test_video_gate_reads_motion_from_the_frames_not_the_idm(embodiment):
         r(decoded, FPS, newest=newest, pred=pred, truth=truth[:, :2])
 
 
+def test_video_gate_by_agreement_marks_down_flicker(embodiment):
+    """video_motion_measure=agreement: the gate opens fully at an agreement of video_motion_fraction.
+
+    The same windows as above: a quarter of the recorded step (agreement 0.4) against 0.5 gives 0.8; a still
+    recording and a still prediction agree (1). A flicker that the displacement gate passes agrees by 1/3.
+    """
+    r = reward(embodiment, video_motion_fraction=0.5, video_motion_measure="agreement")
+    decoded = torch.cat([one_joint([0.1 * t for t in range(8)])] * 2)
+    newest = torch.full((2, 1, 3, 4, 4), 0.5)
+    truth = torch.stack([torch.full((3, 3, 4, 4), 0.7), torch.full((3, 3, 4, 4), 0.5)])
+    pred = torch.stack([torch.full((3, 3, 4, 4), 0.55), torch.full((3, 3, 4, 4), 0.5)])
+    out = r(decoded, FPS, newest=newest, pred=pred, truth=truth)
+    assert out.components["video_agreement"].tolist() == pytest.approx([0.4, 1.0])
+    assert out.total.tolist() == pytest.approx([0.8, 1.0])
+    flicker = torch.stack([torch.stack([torch.full((3, 4, 4), v) for v in (0.7, 0.3, 0.7)]), truth[1]])
+    assert r(decoded, FPS, newest=newest, pred=flicker, truth=truth).total.tolist() == pytest.approx([2 / 3, 1.0])
+    displacement = reward(embodiment, video_motion_fraction=0.5)
+    assert displacement(decoded, FPS, newest=newest, pred=flicker, truth=truth).total.tolist() == pytest.approx([1, 1])
+    with pytest.raises(ValueError, match="video_motion_fraction"):
+        ExecutabilityRewardConfig(video_motion_fraction=2.0, video_motion_measure="agreement")
+
+
 def test_motion_reward_displacement_is_the_video_gate_alone():
     """The same frames as above, scored without any actions: 0.05 moved against a floor of 0.5 x 0.2."""
     newest = torch.full((2, 1, 3, 4, 4), 0.5)
