@@ -136,6 +136,17 @@ def test_recorded_motion_gate_asks_for_the_commanded_motion_of_each_window(embod
         r(decoded, FPS, recorded[:1])
 
 
+def two_windows():
+    """Decoded actions at full speed in two windows; the newest history frame, the recording and a prediction:
+    the first recording steps by 0.2 into its first frame and holds, the prediction by 0.05; the second
+    recording and prediction stand still."""
+    decoded = torch.cat([one_joint([0.1 * t for t in range(8)])] * 2)
+    newest = torch.full((2, 1, 3, 4, 4), 0.5)
+    truth = torch.stack([torch.full((3, 3, 4, 4), 0.7), torch.full((3, 3, 4, 4), 0.5)])
+    pred = torch.stack([torch.full((3, 3, 4, 4), 0.55), torch.full((3, 3, 4, 4), 0.5)])
+    return decoded, newest, truth, pred
+
+
 def test_video_gate_reads_motion_from_the_frames_not_the_idm(embodiment):
     """video_motion_fraction: the frames' own change from the newest history frame against the recorded video's.
 
@@ -144,10 +155,7 @@ def test_video_gate_reads_motion_from_the_frames_not_the_idm(embodiment):
     The second window's recording did not change, so it asks for no motion.
     """
     r = reward(embodiment, video_motion_fraction=0.5)
-    decoded = torch.cat([one_joint([0.1 * t for t in range(8)])] * 2)
-    newest = torch.full((2, 1, 3, 4, 4), 0.5)
-    truth = torch.stack([torch.full((3, 3, 4, 4), 0.7), torch.full((3, 3, 4, 4), 0.5)])
-    pred = torch.stack([torch.full((3, 3, 4, 4), 0.55), torch.full((3, 3, 4, 4), 0.5)])
+    decoded, newest, truth, pred = two_windows()
     out = r(decoded, FPS, newest=newest, pred=pred, truth=truth)
     assert out.components["video_motion"].tolist() == pytest.approx([0.05, 0.0])
     assert out.components["video_motion_floor"].tolist() == pytest.approx([0.1, 0.0])
@@ -172,10 +180,7 @@ def test_video_gate_by_agreement_marks_down_flicker(embodiment):
     recording and a still prediction agree (1). A flicker that the displacement gate passes agrees by 1/3.
     """
     r = reward(embodiment, video_motion_fraction=0.5, video_motion_measure="agreement")
-    decoded = torch.cat([one_joint([0.1 * t for t in range(8)])] * 2)
-    newest = torch.full((2, 1, 3, 4, 4), 0.5)
-    truth = torch.stack([torch.full((3, 3, 4, 4), 0.7), torch.full((3, 3, 4, 4), 0.5)])
-    pred = torch.stack([torch.full((3, 3, 4, 4), 0.55), torch.full((3, 3, 4, 4), 0.5)])
+    decoded, newest, truth, pred = two_windows()
     out = r(decoded, FPS, newest=newest, pred=pred, truth=truth)
     assert out.components["video_agreement"].tolist() == pytest.approx([0.4, 1.0])
     assert out.total.tolist() == pytest.approx([0.8, 1.0])
@@ -189,9 +194,7 @@ def test_video_gate_by_agreement_marks_down_flicker(embodiment):
 
 def test_motion_reward_displacement_is_the_video_gate_alone():
     """The same frames as above, scored without any actions: 0.05 moved against a floor of 0.5 x 0.2."""
-    newest = torch.full((2, 1, 3, 4, 4), 0.5)
-    truth = torch.stack([torch.full((3, 3, 4, 4), 0.7), torch.full((3, 3, 4, 4), 0.5)])
-    pred = torch.stack([torch.full((3, 3, 4, 4), 0.55), torch.full((3, 3, 4, 4), 0.5)])
+    _, newest, truth, pred = two_windows()
     out = motion_reward(newest, pred, truth, "displacement", fraction=0.5)
     assert out.total.tolist() == pytest.approx([0.5, 1.0])
     assert out.components["video_motion"].tolist() == pytest.approx([0.05, 0.0])
