@@ -249,8 +249,8 @@ def motion_reward(newest: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor,
     ground truth's static background and earns perceptual reward; this does not.
 
     ``agreement``: :func:`world_model.metrics.motion_agreement`, the overlap of the predicted and recorded
-    frame-to-frame changes, which also marks down motion the recording lacks (a flickering texture hacks
-    the gate below); ``displacement``: :func:`video_motion_gate` at ``fraction``.
+    frame-to-frame changes, which also marks down motion the recording lacks (a flickering texture, which
+    games the displacement gate); ``displacement``: :func:`video_motion_gate` at ``fraction``.
     """
     if measure == "agreement":
         agreement = motion_agreement(pred, truth, newest)
