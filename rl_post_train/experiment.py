@@ -83,10 +83,14 @@ def run_stages(cfg: GRPOExperimentConfig) -> dict:
     return evals
 
 
+def read_metrics(out: Path, reward: str) -> list[dict]:
+    return [json.loads(line) for line in (out / f"grpo_{reward}" / "metrics.jsonl").read_text().splitlines()]
+
+
 def reward_curves(out: Path, rewards: list[str]) -> Path:
     fig, axes = plt.subplots(1, 2 * len(rewards), figsize=(5.5 * len(rewards) * 2, 3.3), squeeze=False)
     for j, reward in enumerate(rewards):
-        rows = [json.loads(line) for line in (out / f"grpo_{reward}" / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(out, reward)
         steps = [r["step"] for r in rows]
         ax = axes[0, 2 * j]
         ax.plot(steps, [r["reward"] for r in rows], color="#1f77b4", alpha=0.4, label="per iteration")
@@ -106,6 +110,33 @@ def reward_curves(out: Path, rewards: list[str]) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _rel_change(before: float, after: float) -> str:
+    return f"{100 * (after - before) / abs(before):+.1f}%" if before else "-"
+
+
+def training_groups_section(out: Path, rewards: list[str], window: int = 10) -> list[str]:
+    """The mean of every logged reward component and the KL over the first and last ``window`` iterations of
+    each GRPO run: what GRPO learned on its own sampled groups (SDE rollouts of training prompts), to set beside
+    the held-out table, which scores the deterministic sampler."""
+    lines = []
+    for reward in rewards:
+        rows = read_metrics(out, reward)
+        n = min(window, len(rows) // 2)
+        if n == 0:
+            lines += [f"GRPO `{reward}`: {len(rows)} iteration(s) logged, too few for a first/last comparison.", ""]
+            continue
+        keys = [k for k in rows[0] if k.startswith("reward") or k == "kl"]
+        lines += [f"Training groups of `grpo_{reward}` ({len(rows)} iterations): means over the first and last {n}.", "",
+                  f"| logged field | iterations 1-{n} | iterations {len(rows) - n + 1}-{len(rows)} | change |",
+                  "|---|---|---|---|"]
+        for k in keys:
+            first = float(np.mean([r[k] for r in rows[:n] if k in r]))
+            last = float(np.mean([r[k] for r in rows[-n:] if k in r]))
+            lines.append(f"| `{k}` | {first:.4g} | {last:.4g} | {_rel_change(first, last)} |")
+        lines.append("")
+    return lines
 
 
 def frames_figure(out: Path, evals: dict) -> Path | None:
@@ -168,10 +199,6 @@ def models_section(cfg: GRPOExperimentConfig) -> list[str]:
     return lines + [""]
 
 
-def _rel_change(before: float, after: float) -> str:
-    return f"{100 * (after - before) / abs(before):+.1f}%" if before else "-"
-
-
 def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
     out = Path(cfg.output_dir)
     curves = reward_curves(out, list(cfg.rewards))
@@ -188,6 +215,7 @@ def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
              *reward_settings(cfg),
              *models_section(cfg), *dataset_section(Path(cfg.train_dataset), out, out),
              "## GRPO", "", f"![reward curves]({os.path.relpath(curves, out)})", "",
+             *training_groups_section(out, list(cfg.rewards)),
              "## Before and after", "",
              "| metric | before | " + " | ".join(f"after {r}" for r in cfg.rewards) + " |",
              "|---|---|" + "---|" * len(cfg.rewards)]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import configs
 from configs.schema import GRPOExperimentConfig, validate
 from rl_post_train import experiment
-from rl_post_train.experiment import report, run_stages
+from rl_post_train.experiment import report, run_stages, training_groups_section
 from tests.rl_post_train.conftest import TINY_GRPO
 
 
@@ -54,6 +56,7 @@ def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path, monkeypa
     assert "`max_steps=1`" in text and "| motion agreement with the recording, planner mode" in text
     assert "`video_motion_fraction=0.5`" in text and "Share of the SFT model's mean penalty by weighted term" in text
     assert (tmp_path / "reward_curves.png").exists() and (tmp_path / "report.md").read_text() == text
+    assert "GRPO `executability`: 1 iteration(s) logged, too few for a first/last comparison." in text
     assert "![predicted frames](prediction_frames.png)" in text and (tmp_path / "prediction_frames.png").exists()
     stamp = (tmp_path / "eval_before" / "wm_eval.json").stat().st_mtime_ns
     run_stages(cfg)  # everything exists: nothing reruns
@@ -64,3 +67,18 @@ def test_executability_overrides_must_name_reward_fields():
     with pytest.raises(ValueError, match="executability_overrides"):
         validate(configs.compose("grpo_experiment", ["executability_overrides=['motion_ref=recorded']"]),
                  GRPOExperimentConfig)
+
+
+def test_training_groups_table_is_first_and_last_means(tmp_path):
+    run = tmp_path / "grpo_executability"
+    run.mkdir()
+    rows = [{"step": i + 1, "reward": float(i), "reward/executability/jerk": 10.0 * (i + 1), "kl": 0.0,
+             "time/update": 1.0} for i in range(5)]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    lines = training_groups_section(tmp_path, ["executability"], window=2)
+    # first 2 iterations: reward 0, 1; last 2: 3, 4. jerk 10, 20 and 40, 50
+    assert "| `reward` | 0.5 | 3.5 | +600.0% |" in lines
+    assert "| `reward/executability/jerk` | 15 | 45 | +200.0% |" in lines
+    assert "| `kl` | 0 | 0 | - |" in lines
+    assert not any("time/update" in line for line in lines)
+    assert "iterations 1-2" in lines[2] and "iterations 4-5" in lines[2]
