@@ -125,7 +125,7 @@ def training_groups_section(out: Path, rewards: list[str], window: int = 10) -> 
         rows = read_metrics(out, reward)
         n = min(window, len(rows) // 2)
         if n == 0:
-            lines += [f"GRPO `{reward}`: {len(rows)} iteration(s) logged, too few for a first/last comparison.", ""]
+            lines += [f"Training groups of `grpo_{reward}`: {len(rows)} iteration(s) logged, too few to compare first and last.", ""]
             continue
         keys = [k for k in rows[0] if k.startswith("reward") or k == "kl"]
         lines += [f"Training groups of `grpo_{reward}` ({len(rows)} iterations): means over the first and last {n}.", "",

@@ -56,7 +56,7 @@ def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path, monkeypa
     assert "`max_steps=1`" in text and "| motion agreement with the recording, planner mode" in text
     assert "`video_motion_fraction=0.5`" in text and "Share of the SFT model's mean penalty by weighted term" in text
     assert (tmp_path / "reward_curves.png").exists() and (tmp_path / "report.md").read_text() == text
-    assert "GRPO `executability`: 1 iteration(s) logged, too few for a first/last comparison." in text
+    assert "Training groups of `grpo_executability`: 1 iteration(s) logged, too few to compare first and last." in text
     assert "![predicted frames](prediction_frames.png)" in text and (tmp_path / "prediction_frames.png").exists()
     stamp = (tmp_path / "eval_before" / "wm_eval.json").stat().st_mtime_ns
     run_stages(cfg)  # everything exists: nothing reruns
