@@ -540,6 +540,9 @@ class GRPOConfig:
     clip_range: float = 1e-3
     adv_clip: float = 5.0
     kl_beta: float = 0.01
+    # log the PPO and KL terms' gradient norms and their cosine (grad_norm/policy, grad_norm/kl): one more
+    # backward of the PPO term per trained step, so off by default
+    log_grad_split: bool = False
     lora_rank: int = 32
     lora_alpha: float = 32.0
     lr: float = 3e-4
@@ -636,6 +639,24 @@ class GRPOExperimentConfig:
         _check(not bad and len(self.rewards) > 0, "rewards", f"expected executability and/or perceptual, got {list(self.rewards)}")
         _check(self.episodes_per_task >= 0, "episodes_per_task", f"must be >= 0, got {self.episodes_per_task}")
 
+
+
+@dataclass
+class GRPOCompareConfig:
+    """eva-grpo-compare: eva-grpo-experiment runs side by side, seeds of one setting pooled."""
+
+    experiments: list[str] = field(default_factory=list)  # output_dir of each eva-grpo-experiment run
+    reward: str = "executability"  # whose GRPO run to read: eval_<reward>/
+    output: str = "runs/grpo_compare"  # compare.md and compare.png
+    min_reward_gain: float = 0.20  # target: relative gain of the held-out executability reward
+    max_lpips_rise: float = 0.05  # target: largest relative rise of LPIPS vs ground truth, either mode
+
+    def __post_init__(self) -> None:
+        _check(len(self.experiments) > 0, "experiments",
+               "expected a list of eva-grpo-experiment output directories, e.g. 'experiments=[runs/a,runs/b]'")
+        _check(self.reward in ("executability", "perceptual"), "reward",
+               f"must be executability or perceptual, got '{self.reward}'")
+        _check(self.max_lpips_rise >= 0, "max_lpips_rise", f"must be >= 0, got {self.max_lpips_rise}")
 
 # ============================================================================ planner
 @dataclass

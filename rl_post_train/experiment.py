@@ -117,7 +117,8 @@ def _rel_change(before: float, after: float) -> str:
 
 
 def training_groups_section(out: Path, rewards: list[str], window: int = 10) -> list[str]:
-    """The mean of every logged reward component and the KL over the first and last ``window`` iterations of
+    """The mean of every logged reward component, the KL (and, with ``log_grad_split``, the gradient norms of the
+    PPO and KL terms) over the first and last ``window`` iterations of
     each GRPO run: what GRPO learned on its own sampled groups (SDE rollouts of training prompts), to set beside
     the held-out table, which scores the deterministic sampler."""
     lines = []
@@ -127,7 +128,7 @@ def training_groups_section(out: Path, rewards: list[str], window: int = 10) -> 
         if n == 0:
             lines += [f"Training groups of `grpo_{reward}`: {len(rows)} iteration(s) logged, too few to compare first and last.", ""]
             continue
-        keys = [k for k in rows[0] if k.startswith("reward") or k == "kl"]
+        keys = [k for k in rows[0] if k.startswith(("reward", "grad_norm/", "grad_cos/")) or k == "kl"]
         lines += [f"Training groups of `grpo_{reward}` ({len(rows)} iterations): means over the first and last {n}.", "",
                   f"| logged field | iterations 1-{n} | iterations {len(rows) - n + 1}-{len(rows)} | change |",
                   "|---|---|---|---|"]

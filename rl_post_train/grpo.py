@@ -66,6 +66,21 @@ def gaussian_kl(mean: torch.Tensor, mean_ref: torch.Tensor, std: float) -> torch
     return (((mean - mean_ref) ** 2) / (2 * std * std)).flatten(1).mean(1)
 
 
+GRAD_SPLIT_KEYS = ("grad_norm/policy", "grad_norm/kl", "grad_cos/policy_kl")
+
+
+def grad_split(policy: list[torch.Tensor], total: list[torch.Tensor]) -> dict[str, float]:
+    """How the update divides between its two terms, before clipping: the norms of the PPO term's gradient
+    (``policy``) and of the KL term's (``total - policy``), and the cosine between them (negative: the KL
+    pulls against the policy term)."""
+    kl = [t - p for p, t in zip(policy, total)]
+    p_sq = sum(float(p.double().pow(2).sum()) for p in policy)
+    k_sq = sum(float(k.double().pow(2).sum()) for k in kl)
+    dot = sum(float((p.double() * k.double()).sum()) for p, k in zip(policy, kl))
+    cos = dot / math.sqrt(p_sq * k_sq) if p_sq > 0 and k_sq > 0 else 0.0
+    return dict(zip(GRAD_SPLIT_KEYS, (math.sqrt(p_sq), math.sqrt(k_sq), cos)))
+
+
 @dataclass
 class Trajectory:
     """What the update needs of a batch of SDE rollouts."""

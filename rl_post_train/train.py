@@ -46,8 +46,8 @@ from configs.run_files import replace_dir, save_resolved_config
 from configs.schema import GRPOConfig, validate
 from idm.decode import decode_video
 from idm.model import InverseDynamicsModel
-from rl_post_train.grpo import (choose_train_steps, gaussian_kl, group_advantages, ppo_loss, sample_sde,
-                                step_log_prob)
+from rl_post_train.grpo import (GRAD_SPLIT_KEYS, choose_train_steps, gaussian_kl, grad_split, group_advantages,
+                                ppo_loss, sample_sde, step_log_prob)
 from rl_post_train.rewards import (CALIBRATION_FILE, Calibration, ExecutabilityReward, RewardOutput, motion_reward,
                                    perceptual_reward, repetition_reward, weighted_sum)
 from sim.dataset import LeRobotDataset
@@ -230,6 +230,7 @@ def train(cfg: GRPOConfig) -> Path:
         t = time.time()
         chunks_per_update = len(trajs) // cfg.updates_per_step
         stats = {"ratio": [], "clipped": [], "kl": [], "policy_loss": []}
+        splits = []  # per mini-batch: the policy and KL terms' gradient norms (log_grad_split)
         grad_norm = torch.zeros(())
         for u in range(cfg.updates_per_step):
             mine = range(u * chunks_per_update, (u + 1) * chunks_per_update)
@@ -240,25 +241,32 @@ def train(cfg: GRPOConfig) -> Path:
             if kept == 0:
                 continue  # nothing to learn from in this mini-batch (all groups dropped)
             norm = kept * len(train_steps)
+            policy_grad = [torch.zeros_like(p) for p in params.values()] if cfg.log_grad_split else []
             for c in mine:
                 sl = slice(c * mb, (c + 1) * mb)
                 traj, a, k = trajs[c], adv[sl], keep[sl].float()
                 for i in train_steps:
                     logp, mean, std = step_log_prob(pipe, traj, i, slice(None), cfg.noise_level)
                     policy, ratio, clipped = ppo_loss(logp, traj.log_probs[:, i], a, cfg.clip_range)
-                    loss = policy
+                    loss = (policy * k).sum() / norm
+                    if cfg.log_grad_split:  # the policy term's own gradient; the KL term's is the total minus it
+                        for acc, grad in zip(policy_grad, torch.autograd.grad(loss, list(params.values()),
+                                                                              retain_graph=True)):
+                            acc += grad
                     if cfg.kl_beta > 0:
                         _, mean_ref, _ = step_log_prob(pipe, traj, i, slice(None), cfg.noise_level, reference=True)
                         kl = gaussian_kl(mean, mean_ref, std)
-                        loss = loss + cfg.kl_beta * kl
+                        loss = loss + cfg.kl_beta * (kl * k).sum() / norm
                         stats["kl"].append(kl[k > 0].detach())
-                    ((loss * k).sum() / norm).backward()
+                    loss.backward()
                     stats["ratio"].append(ratio[k > 0].detach())
                     stats["clipped"].append(clipped[k > 0].float().detach())
                     stats["policy_loss"].append(policy[k > 0].detach())
             if world > 1:
-                for p in params.values():
-                    dist.all_reduce(p.grad)
+                for grad in [*(p.grad for p in params.values()), *policy_grad]:
+                    dist.all_reduce(grad)
+            if cfg.log_grad_split:
+                splits.append(grad_split(policy_grad, [p.grad for p in params.values()]))
             grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
             optimizer.step()
         timing["update"] = time.time() - t
@@ -282,6 +290,7 @@ def train(cfg: GRPOConfig) -> Path:
                       "policy_loss": float(cat["policy_loss"].mean()) if cat["policy_loss"].numel() else 0.0,
                       "zero_std_ratio": counts["zero_std_groups"] / max(counts["groups"], 1),
                       "dropped_nonfinite": counts["nonfinite_rewards"], "grad_norm": float(grad_norm),
+                      **{k: float(np.mean([s[k] for s in splits])) for k in GRAD_SPLIT_KEYS if splits},
                       "trained_steps": len(train_steps), **{f"time/{k}": v for k, v in timing.items()},
                       "minutes": (time.time() - t0) / 60}
             for k, v in record.items():
