@@ -645,7 +645,8 @@ class GRPOExperimentConfig:
 class GRPOCompareConfig:
     """eva-grpo-compare: eva-grpo-experiment runs side by side, seeds of one setting pooled."""
 
-    experiments: list[str] = field(default_factory=list)  # output_dir of each eva-grpo-experiment run
+    # output_dir of each eva-grpo-experiment run; the default is eva-grpo-experiment's own
+    experiments: list[str] = field(default_factory=lambda: ["runs/grpo_experiment"])
     reward: str = "executability"  # whose GRPO run to read: eval_<reward>/
     output: str = "runs/grpo_compare"  # compare.md and compare.png
     min_reward_gain: float = 0.20  # target: relative gain of the held-out executability reward
@@ -901,6 +902,7 @@ APP_SCHEMAS: dict[str, type] = {
     "grpo": GRPOConfig,
     "calibrate_reward": CalibrateRewardConfig,
     "grpo_experiment": GRPOExperimentConfig,
+    "grpo_compare": GRPOCompareConfig,
     "train_judge": TrainJudgeConfig,
     "campaign": CampaignConfig,
     "mpc": MPCConfig,
