@@ -8,7 +8,8 @@ and its resolved config (``grpo_experiment_config.yaml``), and writes ``compare.
 - one row per run: the relative change of the executability reward, jerk, both kinds of limit violation and
   LPIPS in both modes, the repetition rate after, MuJoCo success, and which post-training targets it misses;
 - one row per setting (runs whose overrides differ only in the GRPO ``seed``): the mean, spread and range of
-  the reward change over its seeds, and how many of its runs meet every target.
+  the reward change over its seeds, and how many of its runs meet every target; a note where the runs of one
+  setting start from different before evaluations (a retrained base model at the same path, another held-out set).
 
 A single 30-minute run on the tiny preset is one draw: the same settings have moved the reward by tens of
 percent in either direction from seed to seed, so a setting is judged here by its seeds, not its best run.
@@ -162,6 +163,13 @@ def compare_markdown(runs: list[RunResult], cfg: GRPOCompareConfig) -> str:
         lines.append(f"| {labels[setting]} | {len(group)} ({', '.join(str(r.seed) for r in group)}) | "
                      f"{_pct(gains.mean())} | {sd} | {_pct(gains.min())} .. {_pct(gains.max())} | "
                      f"{sum(not r.missed for r in group)} of {len(group)} |")
+    for setting, group in group_by_setting(runs).items():
+        befores = {f"{r.reward_before:.4f}" for r in group}
+        if len(befores) > 1:  # same checkpoint path and overrides, but not the same model or held-out set
+            note = (f"The runs of {labels[setting]} start from different before rewards ({', '.join(sorted(befores))}): "
+                    "their checkpoint or held-out windows differ, so their seeds do not pool cleanly.")
+            log.warning(note)
+            lines += ["", note]
     lines += ["", "![reward change per run](compare.png)", ""]
     return "\n".join(lines)
 

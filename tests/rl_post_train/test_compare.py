@@ -62,6 +62,16 @@ def test_seeds_of_one_setting_are_pooled(tmp_path):
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
 
 
+def test_seeds_from_different_before_evaluations_are_flagged(tmp_path):
+    dirs = [experiment(tmp_path, "a0", [], reward=0.48), experiment(tmp_path, "a1", ["seed=1"], reward=0.36)]
+    text = compare(GRPOCompareConfig(experiments=dirs, output=str(tmp_path / "same"))).read_text()
+    assert "do not pool cleanly" not in text
+    before = tmp_path / "a1" / "eval_before" / "wm_eval.json"  # as if the base model had been retrained
+    before.write_text(json.dumps(wm_eval(**{**BEFORE, "reward": 0.41})))
+    text = compare(GRPOCompareConfig(experiments=dirs, output=str(tmp_path / "differ"))).read_text()
+    assert "start from different before rewards (0.4000, 0.4100)" in text and "do not pool cleanly" in text
+
+
 def test_a_missing_evaluation_names_the_file_and_the_command(tmp_path):
     experiment(tmp_path, "a", [])
     (tmp_path / "a" / "eval_executability" / "wm_eval.json").unlink()
