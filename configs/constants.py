@@ -68,6 +68,7 @@ PLANNER_POLICIES = ("planner", "planner_lookahead")  # policy kinds that run rea
 SAMPLERS = ("euler", "unipc")  # WorldModelPipeline.denoise: Euler, or UniPC (2nd order)
 PREDICTIONS = ("velocity", "residual", "gated_residual", "masked_residual")
 FRAME_WEIGHTINGS = ("none", "copy_error")  # eva-train-wm frame_weighting (configs.schema.TrainWMConfig)
+PRECISIONS = ("auto", "bf16", "fp32")  # eva-train-idm / eva-train-wm precision (configs/precision.py)
 RESIDUAL_PREDICTIONS = ("residual", "gated_residual", "masked_residual")  # zero-initialised output: a fresh model holds the newest frame
 MOTION_REFERENCES = ("pretrained", "recorded")  # the executability reward's motion-gate floor
 MOTION_MEASURES = ("agreement", "displacement")  # rl_post_train.rewards.motion_reward

@@ -12,8 +12,8 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from configs.constants import (CAMERAS, FRAME_WEIGHTINGS, FUTURE_CONDITIONS, MIN_RANKED_POLICIES, MOTION_MEASURES,
-                               MOTION_REFERENCES, PLANNER_POLICIES, PREDICTIONS, RESIDUAL_PREDICTIONS, SAMPLERS,
-                               STATIC_TOKEN_TOL, WM_EVAL_METHODS)
+                               MOTION_REFERENCES, PLANNER_POLICIES, PRECISIONS, PREDICTIONS, RESIDUAL_PREDICTIONS,
+                               SAMPLERS, STATIC_TOKEN_TOL, WM_EVAL_METHODS)
 
 
 def _check(cond: bool, where: str, msg: str) -> None:
@@ -216,12 +216,13 @@ class TrainIDMConfig:
     # lift_bar: 1}; null: uniform over all frames (a task's share is its share of the frames)
     task_weights: Optional[dict[str, float]] = None
     ema_decay: float = 0.999  # EMA of the weights (validated and saved as the model); 0 = off
-    # "bf16": the convolutional backbone runs under bf16 autocast (keypoints and head stay fp32);
-    # about 2.5x faster steps on CPUs with AMX/AVX512-BF16 and on GPUs. "fp32": everything fp32.
-    precision: str = "bf16"
+    # "bf16": the convolutional backbone runs under bf16 autocast (keypoints and head stay fp32); faster steps on
+    # CPUs with AVX512 or AMX and on GPUs, many times slower on AVX2-only CPUs. "fp32": everything fp32.
+    # "auto": bf16 where the hardware has native bf16 kernels, fp32 elsewhere (configs/precision.py).
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
-        _check(self.precision in ("bf16", "fp32"), "precision", f"must be 'bf16' or 'fp32', got '{self.precision}'")
+        _check(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}, got '{self.precision}'")
         _check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         for name in ("max_steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "val_windows"):
             _check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
@@ -385,7 +386,8 @@ class TrainWMConfig:
     finetune: str = "full"  # full | lora (peft on DESIGN.md's target modules; the action encoder always trains)
     lora_rank: int = 32
     lora_alpha: float = 32.0
-    precision: str = "fp32"  # fp32 | bf16 (autocast; the loss and the optimiser stay fp32)
+    # fp32 | bf16 (autocast; the loss and the optimiser stay fp32) | auto: bf16 where native (configs/precision.py)
+    precision: str = "auto"
     gradient_checkpointing: bool = False
     ema_decay: float = 0.0  # 0 = no EMA; the final model takes the EMA weights when on
     noise_schedule: str = "history"  # history: a random number of clean leading frames | independent: per frame
@@ -418,7 +420,7 @@ class TrainWMConfig:
 
     def __post_init__(self) -> None:
         _check(self.finetune in ("full", "lora"), "finetune", f"must be 'full' or 'lora', got '{self.finetune}'")
-        _check(self.precision in ("fp32", "bf16"), "precision", f"must be 'fp32' or 'bf16', got '{self.precision}'")
+        _check(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}, got '{self.precision}'")
         _check(self.noise_schedule in ("history", "independent"), "noise_schedule",
                f"must be 'history' or 'independent', got '{self.noise_schedule}'")
         _check(0 <= self.action_dropout <= 1, "action_dropout", f"must be in [0, 1], got {self.action_dropout}")

@@ -19,6 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from configs.precision import resolve_precision
 from idm.decode import decode_video
 from idm.model import InverseDynamicsModel
 
@@ -93,7 +94,8 @@ def train_step_times(model: InverseDynamicsModel, batch: int = 32, steps: int = 
     print(f"# training step, batch {batch}, from uint8 windows: "
           + ", ".join(f"{name} {t * 1000:.1f} ms" for name, t in best.items())
           + f"; bf16 x{best['fp32'] / best['bf16, float frames']:.2f} over fp32, uint8 input "
-          f"x{best['bf16, float frames'] / best['bf16, uint8 frames']:.2f} over float input")
+          f"x{best['bf16, float frames'] / best['bf16, uint8 frames']:.2f} over float input; "
+          f"precision=auto picks {resolve_precision('auto')} on this machine")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from configs.constants import ACTION_KEY, image_key
 from configs.embodiment import Embodiment
+from configs.precision import resolve_precision
 from configs.run_files import replace_dir, save_resolved_config
 from configs.schema import TrainIDMConfig, validate
 from idm.data import IDMWindows, split_episodes, task_episode_weights
@@ -74,6 +75,7 @@ def save_checkpoint(path: Path, model, ema, optimizer, step: int, rng: np.random
 
 
 def train(cfg: TrainIDMConfig) -> Path:
+    cfg.precision = resolve_precision(cfg.precision)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     embodiment = Embodiment.from_dict(cfg.embodiment, source="config 'embodiment'")

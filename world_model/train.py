@@ -41,6 +41,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from configs.constants import ACTION_KEY, RESIDUAL_PREDICTIONS
+from configs.precision import resolve_precision
 from configs.run_files import replace_dir, save_resolved_config
 from configs.schema import TrainWMConfig, validate
 from idm.data import split_episodes
@@ -169,6 +170,7 @@ def build_or_load(cfg: TrainWMConfig, ds: LeRobotDataset, frames: ClipWindows) -
 
 
 def train(cfg: TrainWMConfig) -> Path:
+    cfg.precision = resolve_precision(cfg.precision)
     rank, world = setup_distributed()
     if cfg.batch_size % world:
         raise ValueError(f"config field 'batch_size': global batch {cfg.batch_size} does not divide over "

@@ -159,6 +159,8 @@ def test_embodiment_yaml_composes_into_primary_config(name):
         ("evaluate", ["policy=noisy_expert", "policy.noise_level=-0.1"], "policy.noise_level"),
         ("train_idm", "idm.patch_sizes=[4,8]", "idm.patch_sizes"),  # one camera, two patch sizes
         ("train_idm", "idm.patch_sizes=[6]", "idm.patch_sizes"),  # 128 is not divisible by 6
+        ("train_idm", "precision=fp16", "precision"),
+        ("train_wm", "precision=half", "precision"),
         ("evaluate", ["policy=planner", "policy.planner.noise_scale=-1"], "planner.noise_scale"),
         # the sampling fields every sampling config shares (SamplingConfig)
         ("evaluate", ["policy=planner", "policy.planner.init_sigma=0"], "planner.init_sigma"),
