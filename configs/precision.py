@@ -1,8 +1,9 @@
 """Training precision on this machine.
 
 ``precision=auto`` runs bf16 autocast only where the hardware has native bf16 kernels: a GPU that supports it,
-or a CPU with AVX512 (oneDNN's bf16 path). On an AVX2-only CPU autocast emulates bf16, and an IDM training step
-took 2.31 s instead of 0.137 s in fp32 (``eva-bench-idm``, two AMD EPYC cores), so ``auto`` chooses fp32 there.
+or a CPU with AVX512 (oneDNN's bf16 path). On an AVX2-only CPU autocast emulates bf16: an IDM training step
+took 2.3 s instead of 0.14-0.16 s in fp32 (``eva-bench-idm``, two AMD EPYC cores, two runs), an SFT step of the
+tiny world model 12.9 s instead of 1.18 s (``eva-bench-wm``), so ``auto`` chooses fp32 there.
 """
 
 from __future__ import annotations
