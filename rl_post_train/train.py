@@ -231,6 +231,7 @@ def train(cfg: GRPOConfig) -> Path:
         chunks_per_update = len(trajs) // cfg.updates_per_step
         stats = {"ratio": [], "clipped": [], "kl": [], "policy_loss": []}
         splits = []  # per mini-batch: the policy and KL terms' gradient norms (log_grad_split)
+        kl_by_step: dict[int, list[torch.Tensor]] = {}  # denoising step index -> its samples' KL
         grad_norm = torch.zeros(())
         for u in range(cfg.updates_per_step):
             mine = range(u * chunks_per_update, (u + 1) * chunks_per_update)
@@ -258,6 +259,7 @@ def train(cfg: GRPOConfig) -> Path:
                         kl = gaussian_kl(mean, mean_ref, std)
                         loss = loss + cfg.kl_beta * (kl * k).sum() / norm
                         stats["kl"].append(kl[k > 0].detach())
+                        kl_by_step.setdefault(i, []).append(kl[k > 0].detach())
                     loss.backward()
                     stats["ratio"].append(ratio[k > 0].detach())
                     stats["clipped"].append(clipped[k > 0].float().detach())
@@ -283,6 +285,8 @@ def train(cfg: GRPOConfig) -> Path:
                       **{f"reward/{k}": float(v[torch.isfinite(v)].mean()) for k, v in total.components.items()
                          if torch.isfinite(v).any()},
                       "kl": float(cat["kl"].mean()) if cat["kl"].numel() else 0.0,
+                      **{f"kl/step_{i:02d}": float(torch.cat(v).mean()) for i, v in sorted(kl_by_step.items())
+                         if sum(x.numel() for x in v)},
                       "clip_fraction": float(cat["clipped"].mean()) if cat["clipped"].numel() else 0.0,
                       "ratio_mean": float(cat["ratio"].mean()) if cat["ratio"].numel() else 1.0,
                       "ratio_min": float(cat["ratio"].min()) if cat["ratio"].numel() else 1.0,

@@ -211,6 +211,10 @@ def test_grad_split_separates_the_kl_term_and_leaves_the_update_alone(tiny_model
     assert first["grad_norm/kl"] <= 1e-6 * first["grad_norm/policy"]
     assert second["grad_norm/kl"] > 1e3 * max(first["grad_norm/kl"], 1e-30)
     assert -1 <= second["grad_cos/policy_kl"] <= 1
+    # the KL per trained denoising step: zero at the start, and (equal sample counts) averaging to the logged KL
+    first_kl, second_kl = ([v for k, v in rec.items() if k.startswith("kl/step_")] for rec in (first, second))
+    assert len(second_kl) == second["trained_steps"] and all(v == 0 for v in first_kl)
+    assert np.mean(second_kl) == pytest.approx(second["kl"], rel=1e-5) and second["kl"] > 0
     a, b = load_file(str(on / "pytorch_lora_weights.safetensors")), load_file(str(off / "pytorch_lora_weights.safetensors"))
     for k in a:  # the diagnostic only reads the gradient
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-8)
