@@ -157,19 +157,20 @@ def compare_markdown(runs: list[RunResult], cfg: GRPOCompareConfig) -> str:
     lines += ["", "## Settings over their seeds", "",
               "| setting | runs (seeds) | reward change: mean | sd | min .. max | runs meeting every target |",
               "|---|---|---|---|---|---|"]
+    notes = []
     for setting, group in group_by_setting(runs).items():
         gains = np.array([r.changes["reward"] for r in group])
         sd = f"{100 * gains.std(ddof=1):.1f} pt" if len(gains) > 1 else "-"
         lines.append(f"| {labels[setting]} | {len(group)} ({', '.join(str(r.seed) for r in group)}) | "
                      f"{_pct(gains.mean())} | {sd} | {_pct(gains.min())} .. {_pct(gains.max())} | "
                      f"{sum(not r.missed for r in group)} of {len(group)} |")
-    for setting, group in group_by_setting(runs).items():
-        befores = {f"{r.reward_before:.4f}" for r in group}
+        befores = sorted({f"{r.reward_before:.4f}" for r in group})
         if len(befores) > 1:  # same checkpoint path and overrides, but not the same model or held-out set
-            note = (f"The runs of {labels[setting]} start from different before rewards ({', '.join(sorted(befores))}): "
-                    "their checkpoint or held-out windows differ, so their seeds do not pool cleanly.")
-            log.warning(note)
-            lines += ["", note]
+            notes.append(f"The runs of {labels[setting]} start from different before rewards ({', '.join(befores)}): "
+                         "their checkpoint or held-out windows differ, so their seeds do not pool cleanly.")
+    for note in notes:
+        log.warning(note)
+        lines += ["", note]
     lines += ["", "![reward change per run](compare.png)", ""]
     return "\n".join(lines)
 

@@ -229,7 +229,7 @@ def train(cfg: GRPOConfig) -> Path:
         # 5. update: mini-batches of micro-batch chunks, gradient accumulation, one optimiser step each
         t = time.time()
         chunks_per_update = len(trajs) // cfg.updates_per_step
-        stats = {"ratio": [], "clipped": [], "kl": [], "policy_loss": []}
+        stats = {"ratio": [], "clipped": [], "policy_loss": []}
         splits = []  # per mini-batch: the policy and KL terms' gradient norms (log_grad_split)
         kl_by_step: dict[int, list[torch.Tensor]] = {}  # denoising step index -> its samples' KL
         grad_norm = torch.zeros(())
@@ -258,7 +258,6 @@ def train(cfg: GRPOConfig) -> Path:
                         _, mean_ref, _ = step_log_prob(pipe, traj, i, slice(None), cfg.noise_level, reference=True)
                         kl = gaussian_kl(mean, mean_ref, std)
                         loss = loss + cfg.kl_beta * (kl * k).sum() / norm
-                        stats["kl"].append(kl[k > 0].detach())
                         kl_by_step.setdefault(i, []).append(kl[k > 0].detach())
                     loss.backward()
                     stats["ratio"].append(ratio[k > 0].detach())
@@ -280,6 +279,7 @@ def train(cfg: GRPOConfig) -> Path:
         last = step == cfg.max_steps or out_of_time
         if rank == 0 and (step % cfg.log_every == 0 or last):
             cat = {k: torch.cat(v) if v else torch.zeros(0) for k, v in stats.items()}
+            cat["kl"] = torch.cat([x for v in kl_by_step.values() for x in v]) if kl_by_step else torch.zeros(0)
             finite = torch.isfinite(total.total)
             record = {"step": step, "reward": float(total.total[finite].mean()) if finite.any() else float("nan"),
                       **{f"reward/{k}": float(v[torch.isfinite(v)].mean()) for k, v in total.components.items()

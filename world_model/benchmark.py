@@ -97,7 +97,8 @@ def main() -> None:
         for p in best:
             best[p] = min(best[p], best_time(lambda: train_step(p), 1, sync))
     print(f"# SFT step, batch {args.train_batch}: fp32 {best['fp32']:.3f} s, bf16 autocast {best['bf16']:.3f} s "
-          f"(x{best['fp32'] / best['bf16']:.2f}); precision=auto picks {resolve_precision('auto', torch.device(args.device).type)} here")
+          f"(x{best['fp32'] / best['bf16']:.2f}); "
+          f"precision=auto picks {resolve_precision('auto', torch.device(args.device).type)} here")
 
 
 if __name__ == "__main__":
