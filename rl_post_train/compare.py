@@ -121,7 +121,8 @@ def load_run(directory: Path, reward: str, min_reward_gain: float, max_lpips_ris
 
 
 def setting_labels(runs: list[RunResult]) -> dict[tuple[str, ...], str]:
-    """A short label per setting: the overrides not shared by every run ("the shared settings only" when there are none)."""
+    """A short label per setting: the overrides not shared by every run ("the shared settings only" when there
+    are none)."""
     common = set.intersection(*(set(r.setting) for r in runs))
     labels = {}
     for r in runs:
