@@ -555,9 +555,25 @@ class GRPOConfig:
     log_every: int = 1
     checkpoint_every: int = 5
     video_every: int = 10  # mp4 of a group's rollouts every N iterations (0 = never)
+    # checkpoint selection on validation rollouts (EVA appendix, "Reward Hacking"; rl_post_train.train.Selection):
+    # every val_every iterations (0 = off: the model is the last iteration's) score ODE rollouts of val_windows
+    # fixed windows of the last val_episodes_per_task episodes of each task, held out of the prompts; the model
+    # is the best-rewarded checkpoint whose LPIPS is at most (1 + val_lpips_tolerance) x the start's and whose
+    # motion agreement is at least (1 - val_agreement_tolerance) x the start's
+    val_every: int = 0
+    val_episodes_per_task: int = 2
+    val_windows: int = 16
+    val_lpips_tolerance: float = 0.05
+    val_agreement_tolerance: float = 0.1
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _check(self.val_every >= 0, "val_every", f"must be >= 0 (0 = no selection), got {self.val_every}")
+        _check(self.val_episodes_per_task >= 1 and self.val_windows >= 1, "val_episodes_per_task/val_windows",
+               f"must be >= 1, got {self.val_episodes_per_task} / {self.val_windows}")
+        _check(self.val_lpips_tolerance >= 0 and 0 <= self.val_agreement_tolerance <= 1,
+               "val_lpips_tolerance/val_agreement_tolerance",
+               f"expected >= 0 and in [0, 1], got {self.val_lpips_tolerance} / {self.val_agreement_tolerance}")
         _check(self.train_timesteps in ("all", "fraction", "early", "window"), "train_timesteps",
                f"must be all, fraction, early or window, got '{self.train_timesteps}'")
         _check(0 < self.train_fraction <= 1, "train_fraction", f"must be in (0, 1], got {self.train_fraction}")

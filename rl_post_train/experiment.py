@@ -10,8 +10,8 @@ resumes from its checkpoint):
   3. eva-eval-wm of the model before and after each GRPO run on held-out episodes, with the same
      calibration: PSNR/SSIM/LPIPS in planner and simulator modes, the executability of decoded planner
      rollouts, and imagined episodes executed open loop in MuJoCo -> eval_before/, eval_<reward>/
-  4. report.md: what was run, reward curves, before/after table with relative changes and 95% intervals,
-     links to videos.
+  4. report.md: what was run, reward curves, the checkpoint selection (GRPO with ``val_every``), before/after
+     table with relative changes and 95% intervals, links to videos.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from configs.schema import (CalibrateRewardConfig, EvalWMConfig, GRPOConfig, GRP
                             validate)
 from rl_post_train.calibrate import calibrate  # noqa: E402
 from rl_post_train.rewards import CALIBRATION_FILE, Calibration  # noqa: E402
-from rl_post_train.train import train  # noqa: E402
+from rl_post_train.train import SELECTION_FILE, VALIDATION_LOG, train  # noqa: E402
 from sim.report import dataset_section  # noqa: E402
 from sim.video import read_mp4  # noqa: E402
 from world_model.evaluate import evaluate_wm  # noqa: E402
@@ -87,12 +87,20 @@ def read_metrics(out: Path, reward: str) -> list[dict]:
     return [json.loads(line) for line in (out / f"grpo_{reward}" / "metrics.jsonl").read_text().splitlines()]
 
 
+def read_validation(out: Path, reward: str) -> tuple[list[dict], dict | None]:
+    """The validation records and the selection summary of a GRPO run with ``val_every``; ([], None) without."""
+    run = out / f"grpo_{reward}"
+    log_file, summary = run / VALIDATION_LOG, run / SELECTION_FILE
+    rows = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.exists() else []
+    return rows, json.loads(summary.read_text()) if summary.exists() else None
+
+
 def reward_curves(out: Path, rewards: list[str]) -> Path:
-    fig, axes = plt.subplots(1, 2 * len(rewards), figsize=(5.5 * len(rewards) * 2, 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, 3 * len(rewards), figsize=(5.5 * len(rewards) * 3, 3.3), squeeze=False)
     for j, reward in enumerate(rewards):
         rows = read_metrics(out, reward)
         steps = [r["step"] for r in rows]
-        ax = axes[0, 2 * j]
+        ax = axes[0, 3 * j]
         ax.plot(steps, [r["reward"] for r in rows], color="#1f77b4", alpha=0.4, label="per iteration")
         k = max(1, len(rows) // 10)
         smooth = [sum(r["reward"] for r in rows[max(0, i - k + 1):i + 1]) / len(rows[max(0, i - k + 1):i + 1])
@@ -101,10 +109,24 @@ def reward_curves(out: Path, rewards: list[str]) -> Path:
         ax.set_title(f"{reward}: mean reward of the sampled groups")
         ax.set_xlabel("GRPO iteration")
         ax.legend(fontsize=7)
-        ax = axes[0, 2 * j + 1]
+        ax = axes[0, 3 * j + 1]
         ax.plot(steps, [r["kl"] for r in rows], color="#d62728")
         ax.set_title(f"{reward}: KL to the reference")
         ax.set_xlabel("GRPO iteration")
+        ax = axes[0, 3 * j + 2]
+        val, summary = read_validation(out, reward)
+        if not val:
+            ax.text(0.5, 0.5, "no checkpoint selection (val_every=0)", ha="center", va="center", fontsize=8)
+            ax.set_axis_off()
+            continue
+        start = val[0]
+        for key, color in (("reward", "#1f77b4"), ("lpips", "#ff7f0e"), ("agreement", "#2ca02c")):
+            ax.plot([v["step"] for v in val], [v[key] / start[key] for v in val], "o-", ms=3, color=color, label=key)
+        if summary:
+            ax.axvline(summary["selected"]["step"], color="k", ls="--", lw=0.8, label="selected")
+        ax.set_title(f"{reward}: validation, relative to the start", fontsize=9)
+        ax.set_xlabel("GRPO iteration")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "reward_curves.png"
     fig.savefig(path, dpi=110)
@@ -136,6 +158,28 @@ def training_groups_section(out: Path, rewards: list[str], window: int = 10) -> 
             first = float(np.mean([r[k] for r in rows[:n] if k in r]))
             last = float(np.mean([r[k] for r in rows[-n:] if k in r]))
             lines.append(f"| `{k}` | {first:.4g} | {last:.4g} | {_rel_change(first, last)} |")
+        lines.append("")
+    return lines
+
+
+def selection_section(out: Path, rewards: list[str]) -> list[str]:
+    """Which checkpoint each GRPO run with ``val_every`` kept, and its validation scores against the start's."""
+    lines = []
+    for reward in rewards:
+        val, summary = read_validation(out, reward)
+        if summary is None:
+            continue
+        start, best = summary["start"], summary["selected"]
+        lines += [f"Checkpoint selection in `grpo_{reward}` ({len(val) - 1} validations of {summary['val_windows']} "
+                  f"windows of held-out training episodes; eligible while LPIPS is within "
+                  f"+{100 * summary['val_lpips_tolerance']:g}% and the motion agreement within "
+                  f"-{100 * summary['val_agreement_tolerance']:g}% of the start's): the evaluated model is iteration "
+                  f"{best['step']} of {val[-1]['step']}"
+                  + (" (the SFT model: no later checkpoint was better and eligible)" if best["step"] == 0 else "")
+                  + ".", "", "| validation | start | selected | last |", "|---|---|---|---|"]
+        for key in ("reward", "lpips", "agreement"):
+            lines.append(f"| {key} | {start[key]:.4g} | {best[key]:.4g} ({_rel_change(start[key], best[key])}) | "
+                         f"{val[-1][key]:.4g} ({_rel_change(start[key], val[-1][key])}) |")
         lines.append("")
     return lines
 
@@ -216,7 +260,7 @@ def report(cfg: GRPOExperimentConfig, evals: dict) -> str:
              *reward_settings(cfg),
              *models_section(cfg), *dataset_section(Path(cfg.train_dataset), out, out),
              "## GRPO", "", f"![reward curves]({os.path.relpath(curves, out)})", "",
-             *training_groups_section(out, list(cfg.rewards)),
+             *training_groups_section(out, list(cfg.rewards)), *selection_section(out, list(cfg.rewards)),
              "## Before and after", "",
              "| metric | before | " + " | ".join(f"after {r}" for r in cfg.rewards) + " |",
              "|---|---|" + "---|" * len(cfg.rewards)]

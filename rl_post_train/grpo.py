@@ -20,6 +20,7 @@ averaged the same way.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,6 +129,16 @@ def select_inputs(inputs: RolloutInputs, idx: slice) -> RolloutInputs:
                          pick(inputs.condition), pick(inputs.latent_actions), inputs.num_frames, pick(inputs.detail))
 
 
+@contextmanager
+def adapters_disabled(pipe: WorldModelPipeline):
+    """The pipeline's transformer without its LoRA adapters (the reference model) inside the block."""
+    pipe.transformer.disable_adapters()
+    try:
+        yield
+    finally:
+        pipe.transformer.enable_adapters()
+
+
 def step_log_prob(pipe: WorldModelPipeline, traj: Trajectory, i: int, idx: slice, noise_level: float,
                   reference: bool = False) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Recompute (log p of the recorded x_{i+1}, transition mean, std) of samples ``idx`` at step i.
@@ -138,12 +149,8 @@ def step_log_prob(pipe: WorldModelPipeline, traj: Trajectory, i: int, idx: slice
     x, x_next = traj.latents[i][idx], traj.latents[i + 1][idx]
     n_hist = inputs.hist_latents.shape[2]
     if reference:
-        with torch.no_grad():
-            pipe.transformer.disable_adapters()
-            try:
-                v = pipe.predict_velocity(x, traj.sigmas[i], inputs)
-            finally:
-                pipe.transformer.enable_adapters()
+        with torch.no_grad(), adapters_disabled(pipe):
+            v = pipe.predict_velocity(x, traj.sigmas[i], inputs)
     else:
         v = pipe.predict_velocity(x, traj.sigmas[i], inputs)
     mean, std = sde_mean_std(x[:, :, n_hist:], v[:, :, n_hist:], traj.sigmas, i, noise_level)

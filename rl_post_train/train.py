@@ -19,8 +19,10 @@ One iteration, top to bottom:
   5. update: ``updates_per_step`` optimiser steps, each over its mini-batch with gradient accumulation
      over micro-batches and the chosen denoising steps: PPO-clipped ratio + beta KL to the model with LoRA
      off; gradients summed over processes, normalised by the global count of kept samples x trained steps.
-  6. log (TensorBoard + metrics.jsonl), checkpoint (LoRA weights + optimiser + step; all randomness
-     derives from (seed, step, sample), so a rerun resumes exactly), sample videos.
+  6. log (TensorBoard + metrics.jsonl), sample videos; with ``val_every``, validation rollouts and checkpoint
+     selection (``Selection``, validation.jsonl); checkpoint (LoRA weights + optimiser + step + selection; all
+     randomness derives from (seed, step, sample), so a rerun resumes exactly).
+  At the end ``model``: the base pipeline with the last (or, with ``val_every``, the selected) LoRA weights.
 """
 
 from __future__ import annotations
@@ -42,23 +44,27 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from configs.embodiment import Embodiment
-from configs.run_files import replace_dir, save_resolved_config
+from configs.run_files import atomic_write_json, replace_dir, save_resolved_config
 from configs.schema import GRPOConfig, validate
+from idm.data import split_episodes
 from idm.decode import decode_video
 from idm.model import InverseDynamicsModel
-from rl_post_train.grpo import (GRAD_SPLIT_KEYS, choose_train_steps, gaussian_kl, grad_split, group_advantages,
-                                ppo_loss, sample_sde, step_log_prob)
+from rl_post_train.grpo import (GRAD_SPLIT_KEYS, adapters_disabled, choose_train_steps, gaussian_kl, grad_split,
+                                group_advantages, ppo_loss, sample_sde, step_log_prob)
 from rl_post_train.rewards import (CALIBRATION_FILE, Calibration, ExecutabilityReward, RewardOutput, motion_reward,
                                    perceptual_reward, repetition_reward, weighted_sum)
 from sim.dataset import LeRobotDataset
 from sim.video import write_mp4
 from world_model.data import ClipWindows
+from world_model.metrics import lpips, motion_agreement
 from world_model.pipeline import LORA_WEIGHTS, WorldModelPipeline
 from world_model.train import LORA_TARGETS, setup_distributed
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "grpo_state.pt"
+SELECTION_FILE = "selection.json"
+VALIDATION_LOG = "validation.jsonl"
 
 
 class Scorer:
@@ -100,6 +106,77 @@ class Scorer:
             out["motion"] = motion_reward(history[:, -1:], pred, truth, self.cfg.motion_measure,
                                           self.cfg.motion_fraction)
         return out
+
+
+class Selection:
+    """Checkpoint selection on validation rollouts, EVA's guard against reward hacking (appendix, "Reward Hacking":
+    checkpoint selection and early stopping on validation rollout quality).
+
+    ``score`` samples fixed windows of episodes held out of the prompts with the ODE sampler and fixed seeds, as
+    the held-out evaluation does, and returns the mean trained reward (``reward.name``), LPIPS against the
+    recorded future and the motion agreement with it. A checkpoint is eligible while its LPIPS is at most
+    ``1 + val_lpips_tolerance`` times the start's (a texture that games the video gate raises it) and its
+    agreement at least ``1 - val_agreement_tolerance`` times the start's (a held frame lowers it); the selected
+    checkpoint has the highest reward among the eligible ones, the start (the SFT model, adapters off) included.
+    """
+
+    def __init__(self, cfg: GRPOConfig, pipe: WorldModelPipeline, scorer: Scorer, windows: ClipWindows,
+                 params: dict[str, torch.nn.Parameter]):
+        self.cfg, self.pipe, self.scorer, self.windows = cfg, pipe, scorer, windows
+        self.index = windows.sample_index(np.random.default_rng(cfg.seed + 1), cfg.val_windows)
+        self.start: dict[str, float] | None = None
+        self.best: dict[str, float] | None = None
+        self.best_params = {k: p.detach().clone() for k, p in params.items()}  # the start: B = 0
+
+    @torch.no_grad()
+    def score(self) -> dict[str, float]:
+        cfg, h, t = self.cfg, self.pipe.config.num_history_frames, time.time()
+        values: dict[str, list[torch.Tensor]] = {"reward": [], "lpips": [], "agreement": []}
+        for i in range(0, cfg.val_windows, cfg.micro_batch):
+            sl = slice(i, min(i + cfg.micro_batch, cfg.val_windows))
+            frames, actions, texts = self.windows.batch(self.index[0][sl], self.index[1][sl])
+            history, truth = frames[:, :h], frames[:, h:]
+            inputs = self.pipe.prepare(history, texts, actions if cfg.reward.mode == "simulator" else None,
+                                       num_frames=cfg.num_future_frames, seed=list(range(sl.start, sl.stop)))
+            pred = self.pipe.denoise(inputs, steps=cfg.steps, sampler="euler", flow_shift=cfg.flow_shift)
+            rewards = self.scorer(self.scorer.decode_actions(history, pred), history, pred, truth, actions[:, h - 1:])
+            values["reward"].append(rewards[cfg.reward.name].total)
+            values["lpips"].append(lpips(pred, truth).mean(1))
+            values["agreement"].append(motion_agreement(pred, truth, history[:, -1:]))
+        # a non-finite reward makes the mean NaN, which is never eligible as the best
+        return {**{k: float(torch.cat(v).mean()) for k, v in values.items()}, "seconds": time.time() - t}
+
+    def eligible(self, m: dict[str, float]) -> bool:
+        return (m["lpips"] <= self.start["lpips"] * (1 + self.cfg.val_lpips_tolerance)
+                and m["agreement"] >= self.start["agreement"] * (1 - self.cfg.val_agreement_tolerance))
+
+    def begin(self) -> dict[str, float]:
+        """Score the start (adapters off, so a resumed run scores the same SFT model) unless a checkpoint had it."""
+        if self.start is None:
+            with adapters_disabled(self.pipe):
+                self.start = self.score()
+            self.best = {"step": 0, **self.start}
+        return self.start
+
+    def update(self, step: int, params: dict[str, torch.nn.Parameter]) -> dict[str, float | bool | int]:
+        m = self.score()
+        eligible = self.eligible(m)
+        if eligible and m["reward"] > self.best["reward"]:
+            self.best = {"step": step, **m}
+            self.best_params = {k: p.detach().clone() for k, p in params.items()}
+        return {"step": step, **m, "eligible": eligible, "selected_step": self.best["step"]}
+
+    def state_dict(self) -> dict:
+        return {"start": self.start, "best": self.best, "best_params": self.best_params}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if state:  # absent in a checkpoint written without selection: the start is scored anew
+            self.start, self.best, self.best_params = state["start"], state["best"], state["best_params"]
+
+    def summary(self) -> dict:
+        return {"start": self.start, "selected": self.best, "val_windows": self.cfg.val_windows,
+                "val_lpips_tolerance": self.cfg.val_lpips_tolerance,
+                "val_agreement_tolerance": self.cfg.val_agreement_tolerance}
 
 
 def advantages_of(cfg: GRPOConfig, rewards: dict[str, RewardOutput], weights: dict[str, float]):
@@ -159,7 +236,9 @@ def train(cfg: GRPOConfig) -> Path:
     fps, h = pipe.config.fps, pipe.config.num_history_frames
     scorer = Scorer(cfg, embodiment, fps, calibration)
     ds = LeRobotDataset(cfg.dataset_root, expected_embodiment=embodiment.name)
-    windows = ClipWindows(ds, list(range(len(ds))), cfg.camera, fps, h + cfg.num_future_frames,
+    prompt_eps, val_eps = (split_episodes(ds, cfg.val_episodes_per_task) if cfg.val_every
+                           else (list(range(len(ds))), []))
+    windows = ClipWindows(ds, prompt_eps, cfg.camera, fps, h + cfg.num_future_frames,
                           tuple(pipe.config.image_size), progress=rank == 0)
     log.info("GRPO: %s reward, %s; %d prompt windows", cfg.reward.name, arith, len(windows))
 
@@ -172,6 +251,13 @@ def train(cfg: GRPOConfig) -> Path:
     pipe.transformer.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=targets))
     params = {n: p for n, p in pipe.transformer.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    selection = None
+    if cfg.val_every:
+        val_windows = ClipWindows(ds, val_eps, cfg.camera, fps, h + cfg.num_future_frames,
+                                  tuple(pipe.config.image_size), progress=False)
+        selection = Selection(cfg, pipe, scorer, val_windows, params)
+        log.info("checkpoint selection: %d validation windows of %d held-out episodes, every %d iterations",
+                 cfg.val_windows, len(val_eps), cfg.val_every)
 
     step, elapsed = 0, 0.0
     ckpt = run_dir / "checkpoint"
@@ -182,11 +268,16 @@ def train(cfg: GRPOConfig) -> Path:
                 p.copy_(state["params"][k])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed"]
+        if selection is not None:
+            selection.load_state_dict(state.get("selection"))
         log.info("resumed from %s at step %d", ckpt, step)
 
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=step) if rank == 0 else None
     bar = tqdm(total=cfg.max_steps, initial=step, desc=f"grpo {cfg.reward.name}", unit="it", disable=rank != 0)
     t0 = time.time() - elapsed
+    if rank == 0 and selection is not None and selection.start is None:
+        start = selection.begin()  # inside the time budget, as every later validation
+        log_validation(run_dir, writer, {"step": 0, **start, "eligible": True, "selected_step": 0})
     g, mb = cfg.group_size, cfg.micro_batch
     my_prompts = slice(rank * cfg.prompts_per_step // world, (rank + 1) * cfg.prompts_per_step // world)
     while step < cfg.max_steps:
@@ -308,14 +399,26 @@ def train(cfg: GRPOConfig) -> Path:
             video = torch.cat(list(torch.cat([history[:g], pred[:g]], dim=1)), dim=-1)
             write_mp4(run_dir / "videos" / f"step_{step:05d}.mp4",
                       (video.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8), fps=fps)
+        if rank == 0 and selection is not None and (step % cfg.val_every == 0 or last):
+            log_validation(run_dir, writer, selection.update(step, params))
         if rank == 0 and (step % cfg.checkpoint_every == 0 or last):
-            save_state(ckpt, params, optimizer, step, time.time() - t0)
+            save_state(ckpt, params, optimizer, step, time.time() - t0,
+                       None if selection is None else selection.state_dict())
         if out_of_time:
             log.warning("time budget of %.1f min spent at step %d of %d; stopping", cfg.max_minutes, step, cfg.max_steps)
             break
     bar.close()
     if rank == 0:
         writer.close()
+        if selection is not None:  # the checkpoint keeps the last iteration's adapters; the model is the selected
+            with torch.no_grad():
+                for k, p in params.items():
+                    p.copy_(selection.best_params[k])
+            atomic_write_json(run_dir / SELECTION_FILE, selection.summary())
+            best = selection.best
+            log.info("selected iteration %d of %d: validation reward %.4g (start %.4g), LPIPS %.4g (%.4g), "
+                     "agreement %.4g (%.4g)", best["step"], step, best["reward"], selection.start["reward"],
+                     best["lpips"], selection.start["lpips"], best["agreement"], selection.start["agreement"])
         save_lora_model(pipe, cfg.checkpoint, run_dir / "model")
         log.info("saved %s", run_dir / "model")
     if world > 1:
@@ -323,13 +426,23 @@ def train(cfg: GRPOConfig) -> Path:
     return run_dir / "model"
 
 
-def save_state(path: Path, params: dict[str, torch.nn.Parameter], optimizer, step: int, elapsed: float) -> None:
+def save_state(path: Path, params: dict[str, torch.nn.Parameter], optimizer, step: int, elapsed: float,
+               selection: dict | None) -> None:
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     torch.save({"params": {k: p.detach().clone() for k, p in params.items()}, "optimizer": optimizer.state_dict(),
-                "step": step, "elapsed": elapsed}, tmp / STATE_FILE)
+                "step": step, "elapsed": elapsed, "selection": selection}, tmp / STATE_FILE)
     replace_dir(tmp, path)
+
+
+def log_validation(run_dir: Path, writer: SummaryWriter, record: dict) -> None:
+    for k in ("reward", "lpips", "agreement"):
+        writer.add_scalar(f"val/{k}", record[k], record["step"])
+    with open(run_dir / VALIDATION_LOG, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    log.info("validation at iteration %d: reward %.4g, LPIPS %.4g, agreement %.4g%s", record["step"], record["reward"],
+             record["lpips"], record["agreement"], "" if record["eligible"] else " (outside the tolerances)")
 
 
 @hydra.main(version_base=None, config_path="../configs", config_name="grpo")

@@ -36,7 +36,8 @@ def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path, monkeypa
                  "executability_overrides=" + quoted(["motion_reference=recorded", "min_speed_fraction=0.5",
                                                         "video_motion_fraction=0.5"]),
                  "calibrate_overrides=" + quoted(["num_prompts=2", "batch_size=2", "num_future_frames=4", "steps=2"]),
-                 "grpo_overrides=" + quoted([*TINY_GRPO, "max_steps=1"]),
+                 "grpo_overrides=" + quoted([*TINY_GRPO, "max_steps=1", "val_every=1", "val_episodes_per_task=1",
+                                             "val_windows=2"]),
                  "eval_overrides=" + quoted(["task=[lift_bar]", "num_future_frames=4", "num_windows=2", "batch_size=2",
                                              "steps=2", "num_videos=1", "hold_steps=0"])]
     cfg = validate(configs.compose("grpo_experiment", overrides), GRPOExperimentConfig)
@@ -57,6 +58,9 @@ def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path, monkeypa
     assert "`video_motion_fraction=0.5`" in text and "Share of the SFT model's mean penalty by weighted term" in text
     assert (tmp_path / "reward_curves.png").exists() and (tmp_path / "report.md").read_text() == text
     assert "Training groups of `grpo_executability`: 1 iteration(s) logged, too few to compare first and last." in text
+    for reward in ("executability", "perceptual"):  # checkpoint selection on both rewards
+        assert f"Checkpoint selection in `grpo_{reward}` (1 validations of 2 windows" in text
+    assert "| agreement |" in text and "| lpips |" in text
     assert "![predicted frames](prediction_frames.png)" in text and (tmp_path / "prediction_frames.png").exists()
     stamp = (tmp_path / "eval_before" / "wm_eval.json").stat().st_mtime_ns
     run_stages(cfg)  # everything exists: nothing reruns

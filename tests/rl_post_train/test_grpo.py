@@ -267,3 +267,66 @@ def test_two_processes_match_one(tiny_models, tmp_path):
     for k in a:
         # one Adam step moves each weight by about lr (3e-4) or less; summation order moves it by far less
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- checkpoint selection
+
+SELECT = ["val_every=1", "val_episodes_per_task=1", "val_windows=2", "val_lpips_tolerance=0.05",
+          "val_agreement_tolerance=0.1"]
+
+
+def _state_params(run_dir):
+    return torch.load(run_dir / "checkpoint" / "grpo_state.pt", weights_only=False)["params"]
+
+
+def _same_adapters(saved: dict, params: dict) -> bool:
+    """The saved LoRA file (diffusers' key names) holds the same tensors as the checkpoint's parameters."""
+    return len(saved) == len(params) and all(any(torch.equal(v, p) for p in params.values()) for v in saved.values())
+
+
+def test_selection_scores_held_out_windows_and_saves_the_selected_adapters(tiny_models, tmp_path):
+    out = train(grpo_config(tiny_models, tmp_path / "sel", "max_steps=2", *SELECT))
+    records = [json.loads(line) for line in (tmp_path / "sel" / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1, 2]
+    for r in records:
+        assert math.isfinite(r["reward"]) and r["lpips"] >= 0 and 0 <= r["agreement"] <= 1 and r["seconds"] > 0
+    # the rule, recomputed from the log: the best-rewarded eligible record, the start included
+    start = records[0]
+    eligible = [r for r in records
+                if r["lpips"] <= 1.05 * start["lpips"] and r["agreement"] >= 0.9 * start["agreement"]]
+    best = max(eligible, key=lambda r: r["reward"])
+    summary = json.loads((tmp_path / "sel" / "selection.json").read_text())
+    assert summary["selected"]["step"] == best["step"] == records[-1]["selected_step"]
+    saved = load_file(str(out / "pytorch_lora_weights.safetensors"))
+    if best["step"] == 0:
+        assert all(v.abs().sum() == 0 for k, v in saved.items() if "lora_B" in k)
+    elif best["step"] == 2:
+        assert _same_adapters(saved, _state_params(tmp_path / "sel"))
+
+
+def test_selection_skips_an_ineligible_best_and_survives_a_resume(tiny_models, tmp_path, monkeypatch):
+    from rl_post_train import train as train_module
+
+    # start, then iterations 1-3: iteration 2 has the highest reward but LPIPS 10% above the start's, and
+    # iteration 3 the agreement 20% below it; iteration 1 is the selected checkpoint
+    scores = {0: (0.5, 0.10, 0.5), 1: (0.7, 0.104, 0.46), 2: (0.9, 0.11, 0.5), 3: (0.95, 0.10, 0.4)}
+    queue = []  # the iterations whose validation the next calls score
+
+    def fake_score(self):
+        return dict(zip(("reward", "lpips", "agreement"), scores[queue.pop(0)]))
+
+    monkeypatch.setattr(train_module.Selection, "score", fake_score)
+    queue[:] = [0, 1, 2, 3]
+    out = train(grpo_config(tiny_models, tmp_path / "full", "max_steps=3", *SELECT))
+    assert not queue and json.loads((tmp_path / "full" / "selection.json").read_text())["selected"]["step"] == 1
+    queue[:] = [0, 1]
+    train(grpo_config(tiny_models, tmp_path / "one", "max_steps=1", *SELECT))
+    assert _same_adapters(load_file(str(out / "pytorch_lora_weights.safetensors")), _state_params(tmp_path / "one"))
+    # interrupted after iteration 2 and resumed: the start and the best so far come back from the checkpoint
+    queue[:] = [0, 1, 2]
+    train(grpo_config(tiny_models, tmp_path / "split", "max_steps=2", *SELECT))
+    queue[:] = [3]
+    resumed = train(grpo_config(tiny_models, tmp_path / "split", "max_steps=3", *SELECT))
+    assert not queue
+    a, b = (load_file(str(m / "pytorch_lora_weights.safetensors")) for m in (out, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
