@@ -559,12 +559,15 @@ class GRPOConfig:
     # every val_every iterations (0 = off: the model is the last iteration's) score ODE rollouts of val_windows
     # fixed windows of the last val_episodes_per_task episodes of each task, held out of the prompts; the model
     # is the best-rewarded checkpoint whose LPIPS is at most (1 + val_lpips_tolerance) x the start's and whose
-    # motion agreement is at least (1 - val_agreement_tolerance) x the start's
+    # motion agreement is at least (1 - val_agreement_tolerance) x the start's; with val_smoothness_tolerance set
+    # (executability reward only; null = off), also whose mean smoothness (1 + P/P_0)^-gamma, the reward before its
+    # motion gates, is at least (1 - val_smoothness_tolerance) x the start's: the gates may not buy reward with jerk
     val_every: int = 0
     val_episodes_per_task: int = 2
     val_windows: int = 16
     val_lpips_tolerance: float = 0.05
     val_agreement_tolerance: float = 0.1
+    val_smoothness_tolerance: Optional[float] = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -574,6 +577,11 @@ class GRPOConfig:
         _check(self.val_lpips_tolerance >= 0 and 0 <= self.val_agreement_tolerance <= 1,
                "val_lpips_tolerance/val_agreement_tolerance",
                f"expected >= 0 and in [0, 1], got {self.val_lpips_tolerance} / {self.val_agreement_tolerance}")
+        if self.val_smoothness_tolerance is not None:
+            _check(0 <= self.val_smoothness_tolerance <= 1, "val_smoothness_tolerance",
+                   f"expected null (off) or in [0, 1], got {self.val_smoothness_tolerance}")
+            _check(self.reward.name == "executability", "val_smoothness_tolerance",
+                   f"gates on the executability reward's smoothness, but reward.name is '{self.reward.name}'")
         _check(self.train_timesteps in ("all", "fraction", "early", "window"), "train_timesteps",
                f"must be all, fraction, early or window, got '{self.train_timesteps}'")
         _check(0 < self.train_fraction <= 1, "train_fraction", f"must be in (0, 1], got {self.train_fraction}")

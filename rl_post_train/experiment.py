@@ -35,7 +35,7 @@ from configs.schema import (CalibrateRewardConfig, EvalWMConfig, GRPOConfig, GRP
                             validate)
 from rl_post_train.calibrate import calibrate  # noqa: E402
 from rl_post_train.rewards import CALIBRATION_FILE, Calibration  # noqa: E402
-from rl_post_train.train import SELECTION_FILE, VALIDATION_LOG, train  # noqa: E402
+from rl_post_train.train import EXECUTABILITY_VALIDATION, SELECTION_FILE, VALIDATION_LOG, train  # noqa: E402
 from sim.report import dataset_section  # noqa: E402
 from sim.video import read_mp4  # noqa: E402
 from world_model.evaluate import evaluate_wm  # noqa: E402
@@ -120,7 +120,10 @@ def reward_curves(out: Path, rewards: list[str]) -> Path:
             ax.set_axis_off()
             continue
         start = val[0]
-        for key, color in (("reward", "#1f77b4"), ("lpips", "#ff7f0e"), ("agreement", "#2ca02c")):
+        for key, color in (("reward", "#1f77b4"), ("lpips", "#ff7f0e"), ("agreement", "#2ca02c"),
+                           ("smoothness", "#9467bd")):
+            if key not in start:  # smoothness: logged with the executability reward
+                continue
             ax.plot([v["step"] for v in val], [v[key] / start[key] for v in val], "o-", ms=3, color=color, label=key)
         if summary:
             ax.axvline(summary["selected"]["step"], color="k", ls="--", lw=0.8, label="selected")
@@ -173,11 +176,14 @@ def selection_section(out: Path, rewards: list[str]) -> list[str]:
         lines += [f"Checkpoint selection in `grpo_{reward}` ({len(val) - 1} validations of {summary['val_windows']} "
                   f"windows of held-out training episodes; eligible while LPIPS is within "
                   f"+{100 * summary['val_lpips_tolerance']:g}% and the motion agreement within "
-                  f"-{100 * summary['val_agreement_tolerance']:g}% of the start's): the evaluated model is iteration "
+                  f"-{100 * summary['val_agreement_tolerance']:g}%"
+                  + ("" if summary.get("val_smoothness_tolerance") is None else
+                     f" and the smoothness within -{100 * summary['val_smoothness_tolerance']:g}%")
+                  + f" of the start's): the evaluated model is iteration "
                   f"{best['step']} of {val[-1]['step']}"
                   + (" (the SFT model: no later checkpoint was better and eligible)" if best["step"] == 0 else "")
                   + ".", "", "| validation | start | selected | last |", "|---|---|---|---|"]
-        for key in ("reward", "lpips", "agreement"):
+        for key in ("reward", "lpips", "agreement", *(k for k in EXECUTABILITY_VALIDATION if k in start)):
             lines.append(f"| {key} | {start[key]:.4g} | {best[key]:.4g} ({_rel_change(start[key], best[key])}) | "
                          f"{val[-1][key]:.4g} ({_rel_change(start[key], val[-1][key])}) |")
         lines.append("")

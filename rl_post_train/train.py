@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 STATE_FILE = "grpo_state.pt"
 SELECTION_FILE = "selection.json"
 VALIDATION_LOG = "validation.jsonl"
+# executability components logged by each validation (``Selection.score``); ``smoothness`` can gate the selection
+EXECUTABILITY_VALIDATION = ("smoothness", "jerk", "vel_violation_frac", "acc_violation_frac")
 
 
 class Scorer:
@@ -116,8 +118,12 @@ class Selection:
     the held-out evaluation does, and returns the mean trained reward (``reward.name``), LPIPS against the
     recorded future and the motion agreement with it. A checkpoint is eligible while its LPIPS is at most
     ``1 + val_lpips_tolerance`` times the start's (a texture that games the video gate raises it) and its
-    agreement at least ``1 - val_agreement_tolerance`` times the start's (a held frame lowers it); the selected
-    checkpoint has the highest reward among the eligible ones, the start (the SFT model, adapters off) included.
+    agreement at least ``1 - val_agreement_tolerance`` times the start's (a held frame lowers it); with
+    ``val_smoothness_tolerance``, also its mean smoothness (the executability reward before its motion gates) at
+    least ``1 - val_smoothness_tolerance`` times the start's (more motion bought with jerk lowers it). The
+    selected checkpoint has the highest reward among the eligible ones, the start (the SFT model, adapters off)
+    included. With the executability reward, the smoothness, jerk term and limit-violation fractions are logged
+    whether or not they gate.
     """
 
     def __init__(self, cfg: GRPOConfig, pipe: WorldModelPipeline, scorer: Scorer, windows: ClipWindows,
@@ -131,7 +137,8 @@ class Selection:
     @torch.no_grad()
     def score(self) -> dict[str, float]:
         cfg, h, t = self.cfg, self.pipe.config.num_history_frames, time.time()
-        values: dict[str, list[torch.Tensor]] = {"reward": [], "lpips": [], "agreement": []}
+        parts = EXECUTABILITY_VALIDATION if "executability" in self.scorer.weights else ()
+        values: dict[str, list[torch.Tensor]] = {k: [] for k in ("reward", "lpips", "agreement", *parts)}
         for i in range(0, cfg.val_windows, cfg.micro_batch):
             sl = slice(i, min(i + cfg.micro_batch, cfg.val_windows))
             frames, actions, texts = self.windows.batch(self.index[0][sl], self.index[1][sl])
@@ -143,12 +150,17 @@ class Selection:
             values["reward"].append(rewards[cfg.reward.name].total)
             values["lpips"].append(lpips(pred, truth).mean(1))
             values["agreement"].append(motion_agreement(pred, truth, history[:, -1:]))
+            for k in parts:
+                values[k].append(rewards["executability"].components[k])
         # a non-finite reward makes the mean NaN, which is never eligible as the best
         return {**{k: float(torch.cat(v).mean()) for k, v in values.items()}, "seconds": time.time() - t}
 
     def eligible(self, m: dict[str, float]) -> bool:
-        return (m["lpips"] <= self.start["lpips"] * (1 + self.cfg.val_lpips_tolerance)
-                and m["agreement"] >= self.start["agreement"] * (1 - self.cfg.val_agreement_tolerance))
+        cfg, start = self.cfg, self.start
+        smooth = (cfg.val_smoothness_tolerance is None
+                  or m["smoothness"] >= start["smoothness"] * (1 - cfg.val_smoothness_tolerance))
+        return (smooth and m["lpips"] <= start["lpips"] * (1 + cfg.val_lpips_tolerance)
+                and m["agreement"] >= start["agreement"] * (1 - cfg.val_agreement_tolerance))
 
     def begin(self) -> dict[str, float]:
         """Score the start (adapters off, so a resumed run scores the same SFT model) unless a checkpoint had it."""
@@ -171,12 +183,16 @@ class Selection:
 
     def load_state_dict(self, state: dict | None) -> None:
         if state:  # absent in a checkpoint written without selection: the start is scored anew
+            if self.cfg.val_smoothness_tolerance is not None and "smoothness" not in state["start"]:
+                raise ValueError("val_smoothness_tolerance: the checkpoint's selection state has no smoothness "
+                                 "(written before it was logged); resume without it or start a new run_dir")
             self.start, self.best, self.best_params = state["start"], state["best"], state["best_params"]
 
     def summary(self) -> dict:
         return {"start": self.start, "selected": self.best, "val_windows": self.cfg.val_windows,
                 "val_lpips_tolerance": self.cfg.val_lpips_tolerance,
-                "val_agreement_tolerance": self.cfg.val_agreement_tolerance}
+                "val_agreement_tolerance": self.cfg.val_agreement_tolerance,
+                "val_smoothness_tolerance": self.cfg.val_smoothness_tolerance}
 
 
 def advantages_of(cfg: GRPOConfig, rewards: dict[str, RewardOutput], weights: dict[str, float]):
@@ -437,12 +453,15 @@ def save_state(path: Path, params: dict[str, torch.nn.Parameter], optimizer, ste
 
 
 def log_validation(run_dir: Path, writer: SummaryWriter, record: dict) -> None:
-    for k in ("reward", "lpips", "agreement"):
-        writer.add_scalar(f"val/{k}", record[k], record["step"])
+    for k in ("reward", "lpips", "agreement", *EXECUTABILITY_VALIDATION):
+        if k in record:
+            writer.add_scalar(f"val/{k}", record[k], record["step"])
     with open(run_dir / VALIDATION_LOG, "a") as f:
         f.write(json.dumps(record) + "\n")
-    log.info("validation at iteration %d: reward %.4g, LPIPS %.4g, agreement %.4g%s", record["step"], record["reward"],
-             record["lpips"], record["agreement"], "" if record["eligible"] else " (outside the tolerances)")
+    log.info("validation at iteration %d: reward %.4g, LPIPS %.4g, agreement %.4g%s%s", record["step"],
+             record["reward"], record["lpips"], record["agreement"],
+             f", smoothness {record['smoothness']:.4g}" if "smoothness" in record else "",
+             "" if record["eligible"] else " (outside the tolerances)")
 
 
 @hydra.main(version_base=None, config_path="../configs", config_name="grpo")

@@ -170,6 +170,8 @@ def test_embodiment_yaml_composes_into_primary_config(name):
         ("grpo", "reward.motion_weight=-1", "reward.motion_weight"),
         ("grpo", "reward.motion_fraction=0", "reward.motion_fraction"),
         ("grpo", "reward.motion_measure=speed", "reward.motion_measure"),
+        ("grpo", "val_smoothness_tolerance=1.5", "val_smoothness_tolerance"),
+        ("grpo", ["reward=perceptual", "val_smoothness_tolerance=0"], "val_smoothness_tolerance"),
     ],
 )
 def test_bad_value_names_the_field(name, override, field):

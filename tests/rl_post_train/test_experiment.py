@@ -61,6 +61,7 @@ def test_experiment_runs_every_stage_and_reports(tiny_models, tmp_path, monkeypa
     for reward in ("executability", "perceptual"):  # checkpoint selection on both rewards
         assert f"Checkpoint selection in `grpo_{reward}` (1 validations of 2 windows" in text
     assert "| agreement |" in text and "| lpips |" in text
+    assert text.count("| smoothness |") == 1  # logged by the executability run's validations only
     assert "![predicted frames](prediction_frames.png)" in text and (tmp_path / "prediction_frames.png").exists()
     stamp = (tmp_path / "eval_before" / "wm_eval.json").stat().st_mtime_ns
     run_stages(cfg)  # everything exists: nothing reruns

@@ -290,6 +290,9 @@ def test_selection_scores_held_out_windows_and_saves_the_selected_adapters(tiny_
     assert [r["step"] for r in records] == [0, 1, 2]
     for r in records:
         assert math.isfinite(r["reward"]) and r["lpips"] >= 0 and 0 <= r["agreement"] <= 1 and r["seconds"] > 0
+        # the executability reward's own parts are logged; smoothness bounds the reward (the gates are <= 1)
+        assert 0 <= r["reward"] <= r["smoothness"] + 1e-6 and r["smoothness"] <= 1 and r["jerk"] >= 0
+        assert 0 <= r["vel_violation_frac"] <= 1 and 0 <= r["acc_violation_frac"] <= 1
     # the rule, recomputed from the log: the best-rewarded eligible record, the start included
     start = records[0]
     eligible = [r for r in records
@@ -330,3 +333,24 @@ def test_selection_skips_an_ineligible_best_and_survives_a_resume(tiny_models, t
     assert not queue
     a, b = (load_file(str(m / "pytorch_lora_weights.safetensors")) for m in (out, resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_smoothness_tolerance_skips_reward_bought_with_jerk(tiny_models, tmp_path, monkeypatch):
+    from rl_post_train import train as train_module
+
+    # reward, LPIPS, agreement, smoothness: iteration 2 has the best reward and is eligible by LPIPS and
+    # agreement, but is less smooth than the start; the smoothness gate keeps iteration 1 instead
+    scores = {0: (0.5, 0.10, 0.5, 0.60), 1: (0.6, 0.10, 0.5, 0.61), 2: (0.9, 0.10, 0.5, 0.55)}
+    queue = []
+
+    def fake_score(self):
+        return dict(zip(("reward", "lpips", "agreement", "smoothness"), scores[queue.pop(0)]))
+
+    monkeypatch.setattr(train_module.Selection, "score", fake_score)
+    for tolerance, selected in (("null", 2), ("0", 1), ("0.1", 2)):  # 0.55 >= 0.9 x 0.60
+        queue[:] = [0, 1, 2]
+        run = tmp_path / f"tol{tolerance}"
+        train(grpo_config(tiny_models, run, "max_steps=2", *SELECT, f"val_smoothness_tolerance={tolerance}"))
+        summary = json.loads((run / "selection.json").read_text())
+        assert not queue and summary["selected"]["step"] == selected
+        assert summary["val_smoothness_tolerance"] == (None if tolerance == "null" else float(tolerance))
