@@ -173,14 +173,13 @@ def selection_section(out: Path, rewards: list[str]) -> list[str]:
         if summary is None:
             continue
         start, best = summary["start"], summary["selected"]
+        conditions = [f"LPIPS is within +{100 * summary['val_lpips_tolerance']:g}%",
+                      f"the motion agreement within -{100 * summary['val_agreement_tolerance']:g}%"]
+        if summary.get("val_smoothness_tolerance") is not None:  # absent in runs from before the condition existed
+            conditions.append(f"the smoothness at least {100 * (1 - summary['val_smoothness_tolerance']):g}%")
         lines += [f"Checkpoint selection in `grpo_{reward}` ({len(val) - 1} validations of {summary['val_windows']} "
-                  f"windows of held-out training episodes; eligible while LPIPS is within "
-                  f"+{100 * summary['val_lpips_tolerance']:g}% and the motion agreement within "
-                  f"-{100 * summary['val_agreement_tolerance']:g}%"
-                  + ("" if summary.get("val_smoothness_tolerance") is None else
-                     f" and the smoothness within -{100 * summary['val_smoothness_tolerance']:g}%")
-                  + f" of the start's): the evaluated model is iteration "
-                  f"{best['step']} of {val[-1]['step']}"
+                  f"windows of held-out training episodes; eligible while {', '.join(conditions[:-1])} and "
+                  f"{conditions[-1]} of the start's): the evaluated model is iteration {best['step']} of {val[-1]['step']}"
                   + (" (the SFT model: no later checkpoint was better and eligible)" if best["step"] == 0 else "")
                   + ".", "", "| validation | start | selected | last |", "|---|---|---|---|"]
         for key in ("reward", "lpips", "agreement", *(k for k in EXECUTABILITY_VALIDATION if k in start)):

@@ -9,7 +9,7 @@ import pytest
 import configs
 from configs.schema import GRPOExperimentConfig, validate
 from rl_post_train import experiment
-from rl_post_train.experiment import report, run_stages, training_groups_section
+from rl_post_train.experiment import report, run_stages, selection_section, training_groups_section
 from tests.rl_post_train.conftest import TINY_GRPO
 
 
@@ -87,3 +87,18 @@ def test_training_groups_table_is_first_and_last_means(tmp_path):
     assert "| `kl` | 0 | 0 | - |" in lines
     assert not any("time/update" in line for line in lines)
     assert "iterations 1-2" in lines[2] and "iterations 4-5" in lines[2]
+
+
+def test_selection_section_names_the_smoothness_condition(tmp_path):
+    run = tmp_path / "grpo_executability"
+    run.mkdir()
+    start = {"step": 0, "reward": 0.2, "lpips": 0.1, "agreement": 0.5, "smoothness": 0.5}
+    last = {"step": 5, "reward": 0.3, "lpips": 0.1, "agreement": 0.5, "smoothness": 0.4}
+    (run / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (start, last)))
+    summary = {"start": start, "selected": start, "val_windows": 16, "val_lpips_tolerance": 0.05,
+               "val_agreement_tolerance": 0.1, "val_smoothness_tolerance": 0.0}
+    (run / "selection.json").write_text(json.dumps(summary))
+    text = "\n".join(selection_section(tmp_path, ["executability"]))
+    assert ("eligible while LPIPS is within +5%, the motion agreement within -10% and the smoothness at least "
+            "100% of the start's): the evaluated model is iteration 0 of 5 (the SFT model") in text
+    assert "| smoothness | 0.5 | 0.5 (+0.0%) | 0.4 (-20.0%) |" in text
