@@ -35,7 +35,8 @@ from configs.schema import (CalibrateRewardConfig, EvalWMConfig, GRPOConfig, GRP
                             validate)
 from rl_post_train.calibrate import calibrate  # noqa: E402
 from rl_post_train.rewards import CALIBRATION_FILE, Calibration  # noqa: E402
-from rl_post_train.train import EXECUTABILITY_VALIDATION, SELECTION_FILE, VALIDATION_LOG, train  # noqa: E402
+from rl_post_train.train import (EXECUTABILITY_VALIDATION, SELECTION_FILE, VALIDATION_LOG,  # noqa: E402
+                                  VALIDATION_SCORES, train)
 from sim.report import dataset_section  # noqa: E402
 from sim.video import read_mp4  # noqa: E402
 from world_model.evaluate import evaluate_wm  # noqa: E402
@@ -182,7 +183,7 @@ def selection_section(out: Path, rewards: list[str]) -> list[str]:
                   f"{conditions[-1]} of the start's): the evaluated model is iteration {best['step']} of {val[-1]['step']}"
                   + (" (the SFT model: no later checkpoint was better and eligible)" if best["step"] == 0 else "")
                   + ".", "", "| validation | start | selected | last |", "|---|---|---|---|"]
-        for key in ("reward", "lpips", "agreement", *(k for k in EXECUTABILITY_VALIDATION if k in start)):
+        for key in (*VALIDATION_SCORES, *(k for k in EXECUTABILITY_VALIDATION if k in start)):
             lines.append(f"| {key} | {start[key]:.4g} | {best[key]:.4g} ({_rel_change(start[key], best[key])}) | "
                          f"{val[-1][key]:.4g} ({_rel_change(start[key], val[-1][key])}) |")
         lines.append("")

@@ -65,7 +65,9 @@ log = logging.getLogger(__name__)
 STATE_FILE = "grpo_state.pt"
 SELECTION_FILE = "selection.json"
 VALIDATION_LOG = "validation.jsonl"
-# executability components logged by each validation (``Selection.score``); ``smoothness`` can gate the selection
+# what each validation (``Selection.score``) records: always, and with the executability reward its own parts
+# (``smoothness`` can gate the selection)
+VALIDATION_SCORES = ("reward", "lpips", "agreement")
 EXECUTABILITY_VALIDATION = ("smoothness", "jerk", "vel_violation_frac", "acc_violation_frac")
 
 
@@ -138,7 +140,7 @@ class Selection:
     def score(self) -> dict[str, float]:
         cfg, h, t = self.cfg, self.pipe.config.num_history_frames, time.time()
         parts = EXECUTABILITY_VALIDATION if "executability" in self.scorer.weights else ()
-        values: dict[str, list[torch.Tensor]] = {k: [] for k in ("reward", "lpips", "agreement", *parts)}
+        values: dict[str, list[torch.Tensor]] = {k: [] for k in (*VALIDATION_SCORES, *parts)}
         for i in range(0, cfg.val_windows, cfg.micro_batch):
             sl = slice(i, min(i + cfg.micro_batch, cfg.val_windows))
             frames, actions, texts = self.windows.batch(self.index[0][sl], self.index[1][sl])
@@ -453,7 +455,7 @@ def save_state(path: Path, params: dict[str, torch.nn.Parameter], optimizer, ste
 
 
 def log_validation(run_dir: Path, writer: SummaryWriter, record: dict) -> None:
-    for k in ("reward", "lpips", "agreement", *EXECUTABILITY_VALIDATION):
+    for k in (*VALIDATION_SCORES, *EXECUTABILITY_VALIDATION):
         if k in record:
             writer.add_scalar(f"val/{k}", record[k], record["step"])
     with open(run_dir / VALIDATION_LOG, "a") as f:
