@@ -499,6 +499,11 @@ class RewardConfig:
     motion_measure: str = "agreement"
     motion_fraction: float = 0.5
     combine: str = "sum"  # sum: weighted sum of rewards, then advantages | advantages: per-reward advantages, summed
+    # with combine=advantages and the executability reward's video gate on: > 0 gives the video gate its own group
+    # advantage with this weight, and the executability advantage becomes that of the reward before the video gate
+    # (smoothness x motion gate), so that smoothness is not outweighed by the gate's spread; 0: the gate multiplies
+    # the reward (one advantage). The logged and validated reward is the product either way
+    video_gate_weight: float = 0.0
 
     @property
     def mode(self) -> str:
@@ -511,11 +516,18 @@ class RewardConfig:
         _check(self.perceptual_metric in PERCEPTUAL_METRICS, "reward.perceptual_metric",
                f"unknown '{self.perceptual_metric}'; known {list(PERCEPTUAL_METRICS)}")
         _check(self.combine in ("sum", "advantages"), "reward.combine", f"must be 'sum' or 'advantages', got '{self.combine}'")
-        for name in ("perceptual_weight", "repetition_weight", "motion_weight"):
+        for name in ("perceptual_weight", "repetition_weight", "motion_weight", "video_gate_weight"):
             _check(getattr(self, name) >= 0, f"reward.{name}", f"must be >= 0, got {getattr(self, name)}")
         _check(self.motion_fraction > 0, "reward.motion_fraction", f"must be positive, got {self.motion_fraction}")
         _check(self.motion_measure in MOTION_MEASURES, "reward.motion_measure",
                f"must be one of {MOTION_MEASURES}, got '{self.motion_measure}'")
+        if self.video_gate_weight > 0:
+            _check(self.name == "executability" and self.combine == "advantages"
+                   and self.executability.video_motion_fraction > 0, "reward.video_gate_weight",
+                   f"{self.video_gate_weight} separates the executability reward's video gate into its own advantage, "
+                   f"which needs reward.name=executability (got '{self.name}'), reward.combine=advantages (got "
+                   f"'{self.combine}') and reward.executability.video_motion_fraction > 0 "
+                   f"(got {self.executability.video_motion_fraction})")
 
 
 @dataclass

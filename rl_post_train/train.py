@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from configs.embodiment import Embodiment
 from configs.run_files import atomic_write_json, replace_dir, save_resolved_config
-from configs.schema import GRPOConfig, validate
+from configs.schema import GRPOConfig, RewardConfig, validate
 from idm.data import split_episodes
 from idm.decode import decode_video
 from idm.model import InverseDynamicsModel
@@ -197,20 +197,33 @@ class Selection:
                 "val_smoothness_tolerance": self.cfg.val_smoothness_tolerance}
 
 
+def advantage_terms(cfg: RewardConfig, rewards: dict[str, RewardOutput],
+                    weights: dict[str, float]) -> dict[str, tuple[torch.Tensor, float]]:
+    """The (per-sample reward, weight) pairs whose group advantages ``combine=advantages`` sums: one per reward,
+    and with ``video_gate_weight`` the executability reward split in two, the reward before its video gate and
+    the gate."""
+    terms = {k: (r.total, weights[k]) for k, r in rewards.items()}
+    if cfg.video_gate_weight > 0:
+        parts = rewards["executability"].components
+        terms["executability"] = (parts["smoothness"] * parts["motion_gate"], weights["executability"])
+        terms["video_gate"] = (parts["video_gate"], cfg.video_gate_weight)
+    return terms
+
+
 def advantages_of(cfg: GRPOConfig, rewards: dict[str, RewardOutput], weights: dict[str, float]):
     """Group advantages of the combined reward (``sum``), or the weighted sum of per-reward advantages.
 
-    With ``advantages``, a reward that is flat within a group adds nothing there, and the group is dropped
-    only when every reward is flat in it; a sample with any non-finite reward is dropped.
+    With ``advantages``, a reward (``advantage_terms``) that is flat within a group adds nothing there, and the
+    group is dropped only when every term is flat in it; a sample with any non-finite reward is dropped.
     """
     total = weighted_sum(rewards, weights)
     if cfg.reward.combine == "sum":
         adv, keep, counts = group_advantages(total.total, cfg.group_size, cfg.adv_clip)
         return adv, keep, counts, total
     adv, finite, signal = 0, torch.isfinite(total.total), torch.zeros_like(total.total, dtype=torch.bool)
-    for k, r in rewards.items():
-        a, kp, _ = group_advantages(r.total, cfg.group_size, cfg.adv_clip)
-        adv, signal = adv + weights[k] * a, signal | kp
+    for r, w in advantage_terms(cfg.reward, rewards, weights).values():
+        a, kp, _ = group_advantages(r, cfg.group_size, cfg.adv_clip)
+        adv, signal = adv + w * a, signal | kp
     keep = finite & signal
     groups = keep.view(-1, cfg.group_size)
     counts = {"nonfinite_rewards": int((~finite).sum()), "zero_std_groups": int((~groups.any(1)).sum()),

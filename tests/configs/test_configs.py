@@ -172,6 +172,11 @@ def test_embodiment_yaml_composes_into_primary_config(name):
         ("grpo", "reward.motion_measure=speed", "reward.motion_measure"),
         ("grpo", "val_smoothness_tolerance=1.5", "val_smoothness_tolerance"),
         ("grpo", ["reward=perceptual", "val_smoothness_tolerance=0"], "val_smoothness_tolerance"),
+        ("grpo", "reward.video_gate_weight=-1", "reward.video_gate_weight"),
+        # a separate video-gate advantage needs per-reward advantages and the gate on
+        ("grpo", ["reward.executability.video_motion_fraction=0.5", "reward.video_gate_weight=1"],
+         "reward.video_gate_weight"),
+        ("grpo", ["reward.combine=advantages", "reward.video_gate_weight=1"], "reward.video_gate_weight"),
     ],
 )
 def test_bad_value_names_the_field(name, override, field):

@@ -116,7 +116,8 @@ def test_group_advantages_drop_nonfinite_and_flat_groups():
 def test_per_reward_advantages_keep_a_group_that_one_reward_leaves_flat():
     # group 0: perceptual 1, 2, 3 and motion flat at 1 (every sample moves enough): kept on perceptual alone
     # group 1: both flat: dropped; group 2: a NaN perceptual reward drops its sample
-    cfg = SimpleNamespace(reward=SimpleNamespace(combine="advantages"), group_size=3, adv_clip=5.0)
+    cfg = SimpleNamespace(reward=SimpleNamespace(combine="advantages", video_gate_weight=0.0), group_size=3,
+                          adv_clip=5.0)
     perceptual = torch.tensor([1.0, 2.0, 3.0, 4.0, 4.0, 4.0, 1.0, float("nan"), 3.0])
     motion = torch.tensor([1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.0, 0.5, 1.0])
     rewards = {"perceptual": RewardOutput(perceptual, {}), "motion": RewardOutput(motion, {})}
@@ -127,6 +128,29 @@ def test_per_reward_advantages_keep_a_group_that_one_reward_leaves_flat():
     # group 2: perceptual 1, 3 (std sqrt 2) and motion 0, 0.5, 1 (std 0.5), motion weighted by 0.5
     assert adv[[6, 8]].tolist() == pytest.approx([-1 / 2 ** 0.5 - 0.5, 1 / 2 ** 0.5 + 0.5], abs=1e-5)
     assert torch.isfinite(adv).all() and adv[~keep].abs().sum() == 0
+
+
+@pytest.mark.parametrize("video_gate_weight", [0.0, 0.5])
+def test_video_gate_as_its_own_advantage(video_gate_weight):
+    # group 0: the smoother samples move less in the frames; group 1: smoothness flat, the gate spread
+    smooth = torch.tensor([0.4, 0.5, 0.6, 0.5, 0.5, 0.5])
+    motion_gate = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    video_gate = torch.tensor([1.0, 0.5, 0.0, 0.2, 0.6, 1.0])
+    product = smooth * motion_gate * video_gate
+    parts = {"smoothness": smooth, "motion_gate": motion_gate, "video_gate": video_gate}
+    cfg = SimpleNamespace(reward=SimpleNamespace(combine="advantages", video_gate_weight=video_gate_weight),
+                          group_size=3, adv_clip=5.0)
+    adv, keep, counts, total = advantages_of(cfg, {"executability": RewardOutput(product, parts)},
+                                             {"executability": 1.0})
+    torch.testing.assert_close(total.total, product)  # the logged reward is the product either way
+    assert keep.all() and counts == {"nonfinite_rewards": 0, "zero_std_groups": 0, "groups": 2}
+    if video_gate_weight == 0:  # one advantage of the product, 0.4 / 0.25 / 0 and 0.1 / 0.3 / 0.5
+        group = product[:3]  # 0.4, 0.25, 0: the least smooth sample has the highest advantage
+        assert adv[:3].tolist() == pytest.approx(((group - group.mean()) / group.std()).tolist(), abs=1e-5)
+        assert adv[0] > 0
+        assert adv[3:].tolist() == pytest.approx([-1.0, 0.0, 1.0], abs=1e-5)
+    else:  # smoothness -1, 0, 1 plus 0.5 x gate 1, 0, -1; group 1: 0.5 x the gate's -1, 0, 1
+        assert adv.tolist() == pytest.approx([-0.5, 0.0, 0.5, -0.5, 0.0, 0.5], abs=1e-5)
 
 
 def test_ppo_loss_clips_the_ratio():
