@@ -501,8 +501,8 @@ class RewardConfig:
     combine: str = "sum"  # sum: weighted sum of rewards, then advantages | advantages: per-reward advantages, summed
     # with combine=advantages and the executability reward's video gate on: > 0 gives the video gate its own group
     # advantage with this weight, and the executability advantage becomes that of the reward before the video gate
-    # (smoothness x motion gate), so that smoothness is not outweighed by the gate's spread; 0: the gate multiplies
-    # the reward (one advantage). The logged and validated reward is the product either way
+    # (smoothness x motion gate); 0: the gate multiplies the reward (one advantage). The logged and validated reward
+    # is the product either way
     video_gate_weight: float = 0.0
 
     @property

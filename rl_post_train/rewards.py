@@ -215,7 +215,12 @@ class ExecutabilityReward:
         parts["motion_gate"] = gate
         parts["smoothness"] = r
         parts |= self.video_gate(newest, pred, truth, len(r))
-        return RewardOutput(total=r * gate * parts.get("video_gate", 1.0), components=parts)
+        return RewardOutput(total=before_video_gate(parts) * parts.get("video_gate", 1.0), components=parts)
+
+
+def before_video_gate(parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The executability reward before its video gate, from its components: smoothness x motion gate."""
+    return parts["smoothness"] * parts["motion_gate"]
 
 
 def video_motion_gate(newest: torch.Tensor | None, pred: torch.Tensor, truth: torch.Tensor | None,

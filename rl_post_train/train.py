@@ -51,8 +51,8 @@ from idm.decode import decode_video
 from idm.model import InverseDynamicsModel
 from rl_post_train.grpo import (GRAD_SPLIT_KEYS, adapters_disabled, choose_train_steps, gaussian_kl, grad_split,
                                 group_advantages, ppo_loss, sample_sde, step_log_prob)
-from rl_post_train.rewards import (CALIBRATION_FILE, Calibration, ExecutabilityReward, RewardOutput, motion_reward,
-                                   perceptual_reward, repetition_reward, weighted_sum)
+from rl_post_train.rewards import (CALIBRATION_FILE, Calibration, ExecutabilityReward, RewardOutput, before_video_gate,
+                                   motion_reward, perceptual_reward, repetition_reward, weighted_sum)
 from sim.dataset import LeRobotDataset
 from sim.video import write_mp4
 from world_model.data import ClipWindows
@@ -205,7 +205,7 @@ def advantage_terms(cfg: RewardConfig, rewards: dict[str, RewardOutput],
     terms = {k: (r.total, weights[k]) for k, r in rewards.items()}
     if cfg.video_gate_weight > 0:
         parts = rewards["executability"].components
-        terms["executability"] = (parts["smoothness"] * parts["motion_gate"], weights["executability"])
+        terms["executability"] = (before_video_gate(parts), weights["executability"])
         terms["video_gate"] = (parts["video_gate"], cfg.video_gate_weight)
     return terms
 
